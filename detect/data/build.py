@@ -1,0 +1,95 @@
+"""From the `data` config to data sets and loaders: paths, folds, the demo set, clear errors."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from detect.data.coco import CocoDetection, DataConfigError, collate
+from detect.data.demo import ensure_demo_data
+from detect.data.transforms import RandomHorizontalFlip
+
+
+def annotation_files(data: DictConfig) -> dict[str, str | None]:
+    """The train/val/test annotation file names, with `data.fold=k` selecting train{k}/val{k}."""
+    files = {"train": data.train_ann, "val": data.val_ann, "test": data.get("test_ann")}
+    if data.get("fold") is not None:
+        files["train"] = str(data.fold_train_ann).format(fold=data.fold)
+        files["val"] = str(data.fold_val_ann).format(fold=data.fold)
+    return files
+
+
+def check_root(data: DictConfig, splits: list[str]) -> Path:
+    """Make sure the data root and the annotation files of `splits` exist; generate the demo set.
+
+    Raises DataConfigError with one paragraph that says which path was tried and how to fix it.
+    """
+    if OmegaConf.is_missing(data, "root") or data.root in (None, ""):
+        raise DataConfigError(
+            f"data.root is not set for data={data.name}. Pass the folder that holds the COCO json "
+            f"files, e.g. `data.root=/path/to/dataset`, or run `python -m detect.train data=demo`, "
+            "which generates its own data and needs no download."
+        )
+    if data.get("demo") is not None:
+        ensure_demo_data(data.root, **data.demo)
+    root = Path(data.root).expanduser()
+    env_hint = (f" or set the environment variable {data.root_env}" if data.get("root_env") else "")
+    if not root.is_dir():
+        raise DataConfigError(
+            f"The data root {root.resolve()} (data={data.name}, data.root={data.root}) does not exist. "
+            f"Point data.root at the folder that holds the annotation files (`data.root=/path/to/dataset`"
+            f"{env_hint}). `python -m detect.train data=demo` runs without any download."
+        )
+    files = annotation_files(data)
+    for split in splits:
+        name = files[split]
+        if name is None:
+            continue
+        if not (root / name).is_file():
+            fold_hint = (" With data.fold set, train{k}.json/val{k}.json must exist (scripts/kfold_split.py "
+                         "writes them)." if data.get("fold") is not None else "")
+            raise DataConfigError(
+                f"The {split} annotation file {(root / name).resolve()} does not exist (data={data.name}, "
+                f"data.root={data.root}, {split} file {name!r}). Check data.root{env_hint} and "
+                f"data.{split}_ann.{fold_hint} `python -m detect.train data=demo` runs without any download."
+            )
+    return root
+
+
+def build_dataset(data: DictConfig, split: str, train: bool) -> CocoDetection:
+    root = check_root(data, [split])
+    ann = annotation_files(data)[split]
+    transforms = RandomHorizontalFlip(data.hflip_prob) if train else None
+    classes = list(data.classes) if data.get("classes") is not None else None
+    return CocoDetection(root, root / ann, classes=classes, transforms=transforms,
+                         keep_empty=not train or data.get("train_keep_empty", False))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give python's and numpy's RNG in each loader worker a seed derived from torch's (seeded) one."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: int, seed: int,
+                 pin_memory: bool = False) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=False,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,118 @@
+"""One training epoch and one evaluation pass: plain loops a reader takes in at once."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from detect.evaluation.coco_metrics import evaluate_boxes
+
+log = logging.getLogger("detect")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite: training cannot go on meaningfully."""
+
+
+def move_to(images: list[torch.Tensor], targets: list[dict], device: torch.device, non_blocking: bool = False):
+    images = [img.to(device, non_blocking=non_blocking) for img in images]
+    targets = [{k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v) for k, v in t.items()}
+               for t in targets]
+    return images, targets
+
+
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
+                    iteration: int, log_interval: int, on_log: Callable[[dict], None],
+                    grad_clip: float | None = None, max_iters: int | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> int:
+    """Train for one epoch; the lr schedule steps every iteration. Returns the global iteration
+    count after the epoch. `on_log` receives a dict of averaged losses every `log_interval` steps."""
+    model.train()
+    num_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
+    sums: dict[str, float] = {}
+    count = 0
+    tic = time.perf_counter()
+    for step, (images, targets) in enumerate(loader):
+        if step >= num_iters:
+            break
+        images, targets = move_to(images, targets, device, non_blocking=True)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        if not math.isfinite(loss.item()):
+            bad = {k: v.item() for k, v in loss_dict.items() if not math.isfinite(v.item())}
+            raise NonFiniteLossError(
+                f"Non-finite loss at iteration {iteration} (epoch {epoch + 1}, step {step + 1}): {bad}. "
+                "Lower schedule.lr, set schedule.grad_clip, or check the data for broken boxes."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        iteration += 1
+
+        for k, v in loss_dict.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        sums["loss"] = sums.get("loss", 0.0) + loss.item()
+        count += 1
+        if (step + 1) % log_interval == 0 or step + 1 == num_iters:
+            elapsed = time.perf_counter() - tic
+            on_log({
+                "mode": "train",
+                "epoch": epoch + 1,
+                "iter": iteration,
+                "step": step + 1,
+                "steps": num_iters,
+                "lr": optimizer.param_groups[0]["lr"],
+                **{k: v / count for k, v in sums.items()},
+                "sec_per_iter": elapsed / count,
+            })
+            sums, count, tic = {}, 0, time.perf_counter()
+    return iteration
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+            category_of_label: dict[int, int]) -> list[dict]:
+    """Run the detector over `loader`; return COCO results (bbox xywh in original-image pixels)."""
+    model.eval()
+    results = []
+    for images, targets in loader:
+        images, _ = move_to(images, [], device)
+        outputs = model(images)
+        for target, output in zip(targets, outputs):
+            boxes = output["boxes"].cpu()
+            boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
+            for box, score, label in zip(boxes.tolist(), output["scores"].tolist(), output["labels"].tolist()):
+                results.append({
+                    "image_id": target["image_id"],
+                    "category_id": category_of_label[int(label)],
+                    "bbox": [round(v, 2) for v in box],
+                    "score": round(float(score), 5),
+                })
+    return results
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict:
+    """COCO metrics of the model on the loader's data set (see detect.evaluation.coco_metrics)."""
+    dataset = loader.dataset
+    detections = predict(model, loader, device, dataset.category_of_label)
+    # Label i (1-based) is class_names[i - 1]; the evaluation speaks the json's category ids.
+    category_ids = [dataset.category_of_label[label] for label in range(1, len(dataset.classes) + 1)]
+    return evaluate_boxes(dataset.coco, detections, dataset.classes, category_ids)

@@ -1,0 +1,236 @@
+"""`fit()`: build everything from the config, run the epochs, keep the run directory current.
+
+Run directory (see the project guide): train.log (Hydra's log file), metrics.jsonl,
+checkpoints/{best_<monitor>_epoch_N.pth, epoch_N.pth, last.pth}, summary.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from detect.data.build import annotation_files, build_dataset, build_loader
+from detect.engine.checkpoint import (
+    best_checkpoint_name,
+    is_better,
+    load_checkpoint,
+    prune_epoch_checkpoints,
+    save_checkpoint,
+)
+from detect.engine.loop import evaluate, train_one_epoch
+from detect.engine.lr_schedule import lr_factor
+from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
+from detect.engine.run_files import MetricsLog, RunSummary
+from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
+
+log = logging.getLogger("detect")
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu or auto.")
+    return device
+
+
+def format_losses(record: dict) -> str:
+    losses = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
+    return (f"epoch {record['epoch']} [{record['step']}/{record['steps']}] iter {record['iter']}  "
+            f"lr={record['lr']:.2e}  {losses}  {record['sec_per_iter']:.2f}s/it")
+
+
+class Trainer:
+    """Holds what one run needs; `fit()` is the whole story, top to bottom."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        rt = cfg.runtime
+        if rt.monitor not in SUMMARY_KEYS:
+            raise ValueError(f"runtime.monitor={rt.monitor} is not a metric; choose one of {SUMMARY_KEYS}")
+        self.monitor = rt.monitor
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.summary = RunSummary(
+            self.run_dir / "summary.json",
+            member=cfg.get("member"),
+            experiment=cfg.get("run_name"),
+            model=cfg.model.name,
+            data=cfg.data.name,
+            fold=cfg.data.get("fold"),
+            run_dir=str(self.run_dir),
+            monitor=self.monitor,
+            best_score=None,
+            best_epoch=None,
+            best_checkpoint=None,
+            epochs_done=0,
+            epochs=cfg.schedule.epochs,
+            seed=rt.seed,
+            started=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.best_path: Path | None = None
+
+    # ---------------------------------------------------------------- setup
+    def build(self) -> None:
+        cfg, rt = self.cfg, self.cfg.runtime
+        seed_everything(rt.seed, rt.deterministic)
+        if rt.threads:
+            torch.set_num_threads(int(rt.threads))
+        self.device = select_device(rt.device)
+        pin = self.device.type == "cuda" if rt.pin_memory == "auto" else bool(rt.pin_memory)
+
+        files = annotation_files(cfg.data)
+        self.train_set = build_dataset(cfg.data, "train", train=True)
+        self.val_set = build_dataset(cfg.data, "val", train=False) if files["val"] else None
+        self.classes = self.train_set.classes
+        log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(self.train_set), files["train"],
+                 f"{len(self.val_set)} val images from {files['val']}" if self.val_set else "no val split "
+                 "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")
+        self.train_loader = build_loader(self.train_set, cfg.data.batch_size, True, rt.workers, rt.seed, pin)
+        self.val_loader = (build_loader(self.val_set, cfg.data.batch_size, False, rt.workers, rt.seed, pin)
+                           if self.val_set else None)
+        self.iters_per_epoch = len(self.train_loader)
+        if rt.max_iters_per_epoch:
+            self.iters_per_epoch = min(self.iters_per_epoch, int(rt.max_iters_per_epoch))
+
+        # The number of classes comes from the data, once: the model config never repeats it.
+        self.model = hydra.utils.instantiate(cfg.model, num_classes=len(self.classes), _convert_="all")
+        self.model.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = hydra.utils.instantiate(cfg.schedule.optimizer)(params)
+        sch = cfg.schedule
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(
+            lr_factor, iters_per_epoch=self.iters_per_epoch, warmup_iters=sch.warmup_iters,
+            warmup_ratio=sch.warmup_ratio, milestones=list(sch.milestones), gamma=sch.gamma))
+        self.scaler = torch.amp.GradScaler("cuda") if rt.amp and self.device.type == "cuda" else None
+        self.start_epoch, self.iteration = 0, 0
+        if rt.load_from:
+            state = load_checkpoint(rt.load_from)
+            self.model.load_state_dict(state["model"])
+            log.info("Loaded model weights from %s (load_from: optimizer and epoch start fresh)", state["path"])
+        if rt.resume_from:
+            self.resume(rt.resume_from)
+
+    def resume(self, source: str) -> None:
+        state = load_checkpoint(source)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.iteration = state["epoch"], state["iter"]
+        self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
+        old_best = state.get("best_checkpoint")
+        if old_best and Path(old_best).is_file():
+            self.best_path = self.ckpt_dir / Path(old_best).name
+            if Path(old_best).resolve() != self.best_path.resolve():
+                shutil.copy2(old_best, self.best_path)  # the continued run keeps its best file
+        restore_rng_states(state["rng"])
+        self.summary.update(best_score=self.best_score, best_epoch=self.best_epoch, epochs_done=self.start_epoch,
+                            best_checkpoint=str(self.best_path) if self.best_path else None,
+                            resumed_from=state["path"])
+        log.info("Resumed from %s at epoch %d, iteration %d (best %s=%s at epoch %s)", state["path"],
+                 self.start_epoch, self.iteration, self.monitor, self.best_score, self.best_epoch)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self, epoch: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": epoch,  # epochs completed
+            "iter": self.iteration,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_checkpoint": str(self.best_path) if self.best_path else None,
+            "monitor": self.monitor,
+            "rng": rng_states(),
+            "classes": list(self.classes),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def save_epoch_checkpoints(self, epoch: int) -> dict:
+        state = self.state_dict(epoch)
+        rt = self.cfg.runtime
+        if epoch % rt.checkpoint_interval == 0 or epoch == self.cfg.schedule.epochs:
+            save_checkpoint(state, self.ckpt_dir / f"epoch_{epoch}.pth")
+            for path in prune_epoch_checkpoints(self.ckpt_dir, rt.max_keep_ckpts):
+                log.info("Removed %s (runtime.max_keep_ckpts=%d)", path.name, rt.max_keep_ckpts)
+        save_checkpoint(state, self.ckpt_dir / "last.pth")
+        return state
+
+    def update_best(self, epoch: int, score: float | None) -> None:
+        """Keep exactly one best file: a strictly better score replaces it, anything else keeps it."""
+        if not is_better(score, self.best_score):
+            log.info("%s=%s at epoch %d; best stays %s (epoch %s)", self.monitor, score, epoch, self.best_score,
+                     self.best_epoch)
+            return
+        old_path, old_score = self.best_path, self.best_score
+        self.best_score, self.best_epoch = score, epoch
+        self.best_path = self.ckpt_dir / best_checkpoint_name(self.monitor, epoch)
+        save_checkpoint(self.state_dict(epoch), self.best_path)
+        if old_path is not None and old_path != self.best_path and old_path.exists():
+            old_path.unlink()
+        log.info("New best %s=%.4f at epoch %d (was %s) -> %s", self.monitor, score, epoch, old_score,
+                 self.best_path.name)
+        self.summary.update(best_score=score, best_epoch=epoch, best_checkpoint=str(self.best_path))
+
+    # ---------------------------------------------------------------- the run
+    def log_train(self, record: dict) -> None:
+        log.info(format_losses(record))
+        self.metrics.write(record)
+
+    def evaluate(self, epoch: int) -> None:
+        tic = time.perf_counter()
+        metrics = evaluate(self.model, self.val_loader, self.device)
+        log.info("Evaluation after epoch %d (%d images, %.1fs):\n%s", epoch, len(self.val_set),
+                 time.perf_counter() - tic, format_classwise_table(metrics))
+        log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))
+        self.metrics.write({"mode": "val", "epoch": epoch, "iter": self.iteration, **metrics})
+        self.update_best(epoch, metrics[self.monitor])
+
+    def fit(self) -> float | None:
+        """Train all epochs; returns the best monitored score (what a sweeper maximizes)."""
+        try:
+            self.build()
+            cfg, rt = self.cfg, self.cfg.runtime
+            epochs = cfg.schedule.epochs
+            log.info("Training %s for %d epochs (%d iterations each) on %s; run dir %s", cfg.model.name, epochs,
+                     self.iters_per_epoch, self.device, self.run_dir)
+            for epoch in range(self.start_epoch, epochs):
+                # Re-seed the loader per epoch: a resumed run shuffles and augments epoch e as the
+                # uninterrupted run would have.
+                self.train_loader.generator.manual_seed(rt.seed + epoch)
+                self.iteration = train_one_epoch(
+                    self.model, self.train_loader, self.optimizer, self.scheduler, self.device, epoch,
+                    self.iteration, rt.log_interval, self.log_train, cfg.schedule.grad_clip,
+                    rt.max_iters_per_epoch, self.scaler)
+                done = epoch + 1
+                if self.val_loader is not None and (done % rt.eval_interval == 0 or done == epochs):
+                    self.evaluate(done)
+                self.save_epoch_checkpoints(done)
+                self.summary.update(epochs_done=done, last_checkpoint=str(self.ckpt_dir / "last.pth"))
+            self.summary.update(status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            log.info("Finished. Best %s=%s at epoch %s: %s", self.monitor, self.best_score, self.best_epoch,
+                     self.best_path)
+            return self.best_score
+        except KeyboardInterrupt:
+            self.summary.update(status="interrupted", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            raise
+        except BaseException as err:
+            self.summary.update(status="failed", error=f"{type(err).__name__}: {err}",
+                                finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            raise

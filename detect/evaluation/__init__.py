@@ -1,0 +1,1 @@
+"""COCO box metrics with MMDetection's names and the classwise table."""

@@ -1,0 +1,1 @@
+"""Detectors built from torchvision parts."""

@@ -1,0 +1,62 @@
+"""Best-checkpoint rule, pruning, atomic writes and safe loading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from detect.engine.checkpoint import (
+    CheckpointError,
+    is_better,
+    load_checkpoint,
+    prune_epoch_checkpoints,
+    save_checkpoint,
+)
+from detect.engine.lr_schedule import lr_factor
+
+
+@pytest.mark.parametrize("new,best,expected", [
+    (0.5, None, True), (0.6, 0.5, True), (0.5, 0.5, False), (0.4, 0.5, False),
+    (math.nan, 0.5, False), (math.nan, None, False), (None, 0.5, False), (0.1, math.nan, True),
+])
+def test_best_rule_better_replaces_equal_worse_or_nan_keep(new, best, expected):
+    assert is_better(new, best) is expected
+
+
+def test_pruning_keeps_the_newest_epochs_and_never_touches_best_or_last(tmp_path):
+    for name in ["epoch_1.pth", "epoch_2.pth", "epoch_3.pth", "epoch_10.pth", "best_bbox_mAP_50_epoch_1.pth",
+                 "last.pth"]:
+        (tmp_path / name).write_bytes(b"x")
+    removed = prune_epoch_checkpoints(tmp_path, max_keep=2)
+    assert sorted(p.name for p in removed) == ["epoch_1.pth", "epoch_2.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_bbox_mAP_50_epoch_1.pth", "epoch_10.pth",
+                                                          "epoch_3.pth", "last.pth"]
+    assert prune_epoch_checkpoints(tmp_path, max_keep=-1) == []
+
+
+def test_save_is_atomic_and_load_refuses_broken_or_foreign_files(tmp_path):
+    path = tmp_path / "last.pth"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 1}, path)
+    assert load_checkpoint(path)["epoch"] == 1 and not list(tmp_path.glob("*.tmp"))
+    assert load_checkpoint(tmp_path)["epoch"] == 1  # a folder means its last.pth
+
+    path.write_bytes(path.read_bytes()[:50])  # truncated by a full disk
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)
+    torch.save({"weights": 1}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="not a detect checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+
+
+def test_lr_schedule_warmup_then_steps_like_mmdetection():
+    f = lambda it: lr_factor(it, iters_per_epoch=100, warmup_iters=500, warmup_ratio=0.001,  # noqa: E731
+                             milestones=[8, 11], gamma=0.1)
+    assert f(0) == pytest.approx(0.001)
+    assert f(250) == pytest.approx(0.001 + (1 - 0.001) * 0.5)
+    assert f(500) == 1.0 and f(799) == 1.0
+    assert f(800) == pytest.approx(0.1) and f(1099) == pytest.approx(0.1)
+    assert f(1100) == pytest.approx(0.01)

@@ -1,0 +1,126 @@
+"""End-to-end runs of `python -m detect.train` on a tiny generated set: the run-directory contract,
+resume, pruning, seeding and the errors a user meets first."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from detect.data.demo import TRASH_CLASSES
+from tests.conftest import run_cli, tiny_train_args
+
+METRIC_KEYS = ["epoch", "iter", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def train_losses(run_dir):
+    return [r["loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if r["mode"] == "train"]
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_one_iteration_run_writes_every_file_of_the_run_directory(tiny_demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, run_dir, "schedule.epochs=1",
+                                     "runtime.max_iters_per_epoch=1")))
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "data.root=" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+    log = (run_dir / "train.log").read_text()
+    assert "Evaluation after epoch 1" in log and "mean (bbox_mAP)" in log
+    assert all(name in log for name in TRASH_CLASSES)
+
+    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["mode"] == "val"]
+    assert len(evals) == 1
+    assert all(key in evals[0] for key in METRIC_KEYS)
+    assert set(evals[0]["classwise"]) == set(TRASH_CLASSES)
+    for ap in evals[0]["classwise"].values():
+        assert set(ap) == {"AP", "AP50"} and all(v is None or 0 <= v <= 1 for v in ap.values())
+
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert ckpts == ["best_bbox_mAP_50_epoch_1.pth", "epoch_1.pth", "last.pth"]
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["member"] == "tester" and summary["best_epoch"] == 1
+    assert summary["best_checkpoint"].endswith("best_bbox_mAP_50_epoch_1.pth")
+    assert summary["experiment"] == "faster_rcnn_r18_demo_demo"
+
+
+def test_seeded_runs_repeat_their_losses(tiny_demo_root, tmp_path):
+    args = ["schedule.epochs=1", "runtime.max_iters_per_epoch=3", "data.val_ann=null"]
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, tmp_path / "a", *args)))
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, tmp_path / "b", *args)))
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, tmp_path / "c", *args, "runtime.seed=7")))
+    a, b, c = (train_losses(tmp_path / k) for k in "abc")
+    assert len(a) == 3 and a == b
+    assert a != c
+
+
+def test_resume_continues_at_the_next_epoch_with_the_same_best_and_pruning_holds(tiny_demo_root, tmp_path):
+    common = ["runtime.max_iters_per_epoch=2", "runtime.max_keep_ckpts=1"]
+    full, first, resumed = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, full, "schedule.epochs=3", *common)))
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, first, "schedule.epochs=2", *common)))
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, resumed, "schedule.epochs=3", *common,
+                                     f"runtime.resume_from={first / 'checkpoints' / 'last.pth'}")))
+
+    # max_keep_ckpts=1: only the newest epoch file survives next to best and last.
+    names = {p.name for p in (full / "checkpoints").iterdir()}
+    assert "epoch_3.pth" in names and "epoch_1.pth" not in names and "epoch_2.pth" not in names
+    assert "last.pth" in names and sum(n.startswith("best_") for n in names) == 1
+
+    resumed_records = read_jsonl(resumed / "metrics.jsonl")
+    assert {r["epoch"] for r in resumed_records} == {3}  # starts at epoch 3, not 1
+    # The resumed run trains epoch 3 exactly as the uninterrupted run did.
+    full_epoch3 = [r["loss"] for r in read_jsonl(full / "metrics.jsonl") if r["mode"] == "train" and r["epoch"] == 3]
+    assert train_losses(resumed) == full_epoch3
+
+    before = json.loads((first / "summary.json").read_text())
+    after = json.loads((resumed / "summary.json").read_text())
+    assert after["epochs_done"] == 3 and after["status"] == "finished"
+    if after["best_epoch"] <= 2:  # no improvement in epoch 3: the old best is kept, and its file too
+        assert (after["best_score"], after["best_epoch"]) == (before["best_score"], before["best_epoch"])
+    assert (resumed / "checkpoints" / f"best_bbox_mAP_50_epoch_{after['best_epoch']}.pth").is_file()
+    assert log_mentions(resumed, "Resumed from")
+
+
+def log_mentions(run_dir, text):
+    return text in (run_dir / "train.log").read_text()
+
+
+def test_headline_command_on_a_root_in_the_trash_layout(tiny_demo_root, tmp_path):
+    root = tmp_path / "trash"
+    shutil.copytree(tiny_demo_root, root)
+    shutil.copy(root / "train.json", root / "train0.json")
+    shutil.copy(root / "val.json", root / "val0.json")
+    run_dir = tmp_path / "run"
+    proc = run_cli(["model=faster_rcnn", "data=trash", "model.backbone.weights=null", f"hydra.run.dir={run_dir}",
+                    "data.fold=0", "data.min_size=128", "data.max_size=128", "data.batch_size=2",
+                    "runtime.workers=0", "schedule.epochs=1", "runtime.max_iters_per_epoch=1"],
+                   env={"TRASH_DATA_ROOT": str(root)})
+    check_ok(proc)
+    log = (run_dir / "train.log").read_text()
+    assert "from train0.json" in log and "from val0.json" in log
+    assert json.loads((run_dir / "summary.json").read_text())["fold"] == 0
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["data.root=/nonexistent/trash"], ["/nonexistent/trash", "data.root=", "TRASH_DATA_ROOT", "data=demo"]),
+    (["data.fold=3"], ["train3.json", "data.fold"]),
+])
+def test_missing_trash_root_or_fold_file_gives_one_clear_paragraph(tiny_demo_root, tmp_path, extra, expected):
+    proc = run_cli(["model=faster_rcnn", "data=trash", f"hydra.run.dir={tmp_path / 'run'}", *extra],
+                   env={"TRASH_DATA_ROOT": str(tiny_demo_root)})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "Traceback" not in output
+    for text in expected:
+        assert text in output, output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
