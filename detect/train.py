@@ -24,18 +24,21 @@ def train(cfg: DictConfig) -> float | None:
     # torch is imported here, not at module level, so `--help` and `--cfg job` stay instant.
     from hydra.core.hydra_config import HydraConfig
 
-    from detect.data.coco import DataConfigError
-    from detect.engine.checkpoint import CheckpointError
-    from detect.engine.loop import NonFiniteLossError
     from detect.engine.trainer import Trainer
-    from detect.models.backbones import WeightsUnavailableError
+    from detect.errors import DetectError
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         return Trainer(cfg, run_dir).fit()
-    except (DataConfigError, WeightsUnavailableError, CheckpointError, NonFiniteLossError, ValueError) as err:
+    except Exception as err:
         # A user-facing problem: one clear message, no traceback. The run dir records it as failed.
-        log.error("%s", err)
+        # hydra.utils.instantiate wraps errors raised in a builder, so look along the cause chain.
+        cause = err
+        while cause is not None and not isinstance(cause, DetectError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        log.error("%s", cause)
         sys.exit(1)
 
 

@@ -1,6 +1,6 @@
 """Generate the demo data set ahead of time (training does it on first use anyway).
 
-    python scripts/make_demo_data.py --root data/demo --seed 0 --num-train 400 --num-val 100
+    python scripts/make_demo_data.py --root data/demo --seed 0 --num-train 320 --num-val 100
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="data/demo", help="output folder (default: data/demo)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    parser.add_argument("--num-train", type=int, default=400, help="training images (default: 400)")
+    parser.add_argument("--num-train", type=int, default=320, help="training images (default: 320)")
     parser.add_argument("--num-val", type=int, default=100, help="validation images (default: 100)")
     parser.add_argument("--min-px", type=int, default=256, help="smallest image side (default: 256)")
     parser.add_argument("--max-px", type=int, default=320, help="largest image side (default: 320)")

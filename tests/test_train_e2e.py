@@ -124,3 +124,29 @@ def test_missing_trash_root_or_fold_file_gives_one_clear_paragraph(tiny_demo_roo
     for text in expected:
         assert text in output, output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_offline_pretrained_weights_name_both_remedies(tiny_demo_root, tmp_path):
+    """This machine has no internet: the torchvision download fails with a clear message."""
+    proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "run", "model=faster_rcnn",
+                                   "model.backbone.weights=/no/such/resnet50.pth"))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output
+    assert "/no/such/resnet50.pth" in output and "model.backbone.weights=null" in output
+
+
+def test_load_from_takes_weights_only_and_names_a_mismatch(tiny_demo_root, tmp_path):
+    one_iter = ["schedule.epochs=1", "runtime.max_iters_per_epoch=1", "data.val_ann=null"]
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, tmp_path / "src", *one_iter)))
+    ckpt = tmp_path / "src" / "checkpoints" / "last.pth"
+
+    check_ok(run_cli(tiny_train_args(tiny_demo_root, tmp_path / "ok", *one_iter, f"runtime.load_from={ckpt}")))
+    log = (tmp_path / "ok" / "train.log").read_text()
+    assert "Loaded model weights from" in log and "Resumed" not in log
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "ok" / "metrics.jsonl")] == [1]  # starts at epoch 1
+
+    proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "bad", *one_iter, "model.neck.out_channels=64",
+                                   f"runtime.load_from={ckpt}"))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output
+    assert "do not fit this model" in output and "General trash" in output

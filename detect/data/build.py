@@ -10,9 +10,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from detect.data.coco import CocoDetection, DataConfigError, collate
+from detect.data.coco import CocoDetection, collate
 from detect.data.demo import ensure_demo_data
 from detect.data.transforms import RandomHorizontalFlip
+from detect.errors import DataConfigError
 
 
 def annotation_files(data: DictConfig) -> dict[str, str | None]:
@@ -91,5 +92,7 @@ def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: 
         worker_init_fn=seed_worker,
         generator=generator,
         pin_memory=pin_memory,
-        persistent_workers=workers > 0,
+        # Fresh workers every epoch: their seeds then follow the per-epoch loader seed, so a resumed
+        # run augments exactly as the uninterrupted one would have.
+        persistent_workers=False,
     )

@@ -9,9 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
-
-class DataConfigError(ValueError):
-    """The data configuration points at something that is missing or inconsistent."""
+from detect.errors import DataConfigError
 
 
 def load_coco_json(path: Path) -> dict:

@@ -37,7 +37,7 @@ TRASH_CLASSES = [
 ]
 
 # Bump when the drawing code changes, so stale folders are regenerated instead of reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 STAMP_FILE = "demo_stamp.json"
 
 
@@ -284,13 +284,13 @@ def render_scene(width: int, height: int, rng: np.random.Generator) -> tuple[Ima
     canvas = _background(width, height, rng).convert("RGBA")
     owner = np.full((height, width), -1, dtype=np.int32)  # which object is visible at each pixel
     objects: list[dict] = []
-    n_wanted = int(rng.integers(2, 8))
+    n_wanted = int(rng.integers(3, 9))
     probs = FREQUENCY / FREQUENCY.sum()
     for _ in range(n_wanted * 4):  # a few attempts per object; crowded images stop early
         if len(objects) == n_wanted:
             break
         label = int(rng.choice(len(DRAWERS), p=probs))
-        size = float(np.exp(rng.uniform(math.log(18), math.log(110))))
+        size = float(np.exp(rng.uniform(math.log(28), math.log(128))))
         obj = _make_object(label, size, rng)
         ow, oh = obj.size
         if ow >= width - 2 or oh >= height - 2:
@@ -350,7 +350,7 @@ def demo_spec(seed: int, num_train: int, num_val: int, min_px: int, max_px: int)
             "min_px": min_px, "max_px": max_px}
 
 
-def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 400, num_val: int = 100,
+def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 320, num_val: int = 100,
                      min_px: int = 256, max_px: int = 320) -> Path:
     """Generate the demo set into `root` unless an identical one is already there.
 

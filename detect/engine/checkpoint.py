@@ -9,9 +9,7 @@ from pathlib import Path
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read (missing, truncated, or not one of ours)."""
+from detect.errors import CheckpointError
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

@@ -10,13 +10,10 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
+from detect.errors import NonFiniteLossError
 from detect.evaluation.coco_metrics import evaluate_boxes
 
 log = logging.getLogger("detect")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite: training cannot go on meaningfully."""
 
 
 def move_to(images: list[torch.Tensor], targets: list[dict], device: torch.device, non_blocking: bool = False):

@@ -28,6 +28,7 @@ from detect.engine.loop import evaluate, train_one_epoch
 from detect.engine.lr_schedule import lr_factor
 from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
 from detect.engine.run_files import MetricsLog, RunSummary
+from detect.errors import CheckpointError, ConfigError
 from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 
 log = logging.getLogger("detect")
@@ -38,7 +39,7 @@ def select_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu or auto.")
+        raise ConfigError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu or auto.")
     return device
 
 
@@ -58,7 +59,7 @@ class Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         rt = cfg.runtime
         if rt.monitor not in SUMMARY_KEYS:
-            raise ValueError(f"runtime.monitor={rt.monitor} is not a metric; choose one of {SUMMARY_KEYS}")
+            raise ConfigError(f"runtime.monitor={rt.monitor} is not a metric; choose one of {SUMMARY_KEYS}")
         self.monitor = rt.monitor
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.summary = RunSummary(
@@ -118,14 +119,26 @@ class Trainer:
         self.start_epoch, self.iteration = 0, 0
         if rt.load_from:
             state = load_checkpoint(rt.load_from)
-            self.model.load_state_dict(state["model"])
+            self.load_model_weights(state)
             log.info("Loaded model weights from %s (load_from: optimizer and epoch start fresh)", state["path"])
         if rt.resume_from:
             self.resume(rt.resume_from)
 
+    def load_model_weights(self, state: dict) -> None:
+        """Load a checkpoint's weights, saying which classes and model it was made for if they do not fit."""
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            made_for = state.get("config", {}).get("model", {}).get("name", "?")
+            raise CheckpointError(
+                f"The weights in {state['path']} do not fit this model: it was saved by model {made_for} "
+                f"with classes {state.get('classes')}; this run builds {self.cfg.model.name} with classes "
+                f"{list(self.classes)}. ({str(err).splitlines()[0]})"
+            ) from err
+
     def resume(self, source: str) -> None:
         state = load_checkpoint(source)
-        self.model.load_state_dict(state["model"])
+        self.load_model_weights(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):

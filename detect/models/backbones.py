@@ -18,13 +18,11 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from detect.errors import ConfigError, WeightsUnavailableError
+
 RESNETS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101, 152: resnet.resnet152}
 # MMDetection's stage numbering: 0 is the stem (conv1 + bn1), 1..4 are layer1..layer4.
 STAGES = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be loaded (no internet, bad name or bad file)."""
 
 
 def load_pretrained_state(weights: str) -> dict[str, torch.Tensor]:
@@ -51,9 +49,11 @@ def load_pretrained_state(weights: str) -> dict[str, torch.Tensor]:
     try:
         return spec.get_state_dict(progress=False, check_hash=False)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
         raise WeightsUnavailableError(
             f"Could not download the pretrained weights {weights} from {spec.url} ({err}); "
-            f"this machine seems to be offline. {remedies}"
+            f"this machine seems to be offline. Copy that file to {cached} (torch's cache, used on the "
+            f"next run), or: {remedies}"
         ) from err
 
 
@@ -76,11 +76,11 @@ def resnet_fpn(depth: int, weights: str | None, frozen_stages: int, norm_eval: b
     `frozen_stages` follows MMDetection (-1 none, 0 stem, 1 stem + layer1, ...).
     """
     if depth not in RESNETS:
-        raise ValueError(f"model.backbone.depth={depth} is not supported; choose one of {sorted(RESNETS)}")
+        raise ConfigError(f"model.backbone.depth={depth} is not supported; choose one of {sorted(RESNETS)}")
     if not 0 <= start_level <= 2:
-        raise ValueError(f"model.neck.start_level={start_level} must be 0 (P2), 1 (P3) or 2 (P4)")
+        raise ConfigError(f"model.neck.start_level={start_level} must be 0 (P2), 1 (P3) or 2 (P4)")
     if not -1 <= frozen_stages <= 4:
-        raise ValueError(f"model.backbone.frozen_stages={frozen_stages} must be between -1 and 4")
+        raise ConfigError(f"model.backbone.frozen_stages={frozen_stages} must be between -1 and 4")
     norm_layer = FrozenBatchNorm2d if norm_eval else nn.BatchNorm2d
     body = RESNETS[depth](weights=None, norm_layer=norm_layer)
     if weights:
