@@ -89,3 +89,14 @@ def test_every_key_has_a_comment():
             if KEY_LINE.match(line) and "#" not in line and not line.strip().startswith(("defaults:", "- _self_")):
                 missing.append(f"{path.relative_to(CONF)}:{number}: {line.strip()}")
     assert not missing, "keys without a comment:\n" + "\n".join(missing)
+
+
+def test_every_experiment_composes_and_names_its_command_first():
+    experiments = options("experiment")
+    assert experiments, "ship at least one example experiment"
+    for name in experiments:
+        cfg = compose_train([f"experiment={name}"])
+        {key: OmegaConf.to_container(cfg[key], resolve=True) for key in GROUPS}
+        lines = (CONF / "experiment" / f"{name}.yaml").read_text().splitlines()
+        assert lines[0] == "# @package _global_"
+        assert lines[1] == f"# python -m detect.train experiment={name}"
