@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 train: $(STAMP)  ## train the demo model on the embedded demo data (add ARGS="key=value ...")
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m detect.train $(ARGS)
+	$(BIN)/python -m detect.train $(ARGS)
 
 test: $(STAMP)  ## every test, slow ones included
 	WANDB_MODE=disabled $(BIN)/python -m pytest $(ARGS)
