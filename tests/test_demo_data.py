@@ -66,3 +66,20 @@ def test_default_set_has_many_objects_all_classes_overlaps_and_scale_variation(t
 
     overlapping = sum(any(overlap(a, b) for b in anns if b is not a) for anns in per_image.values() for a in anns)
     assert overlapping >= 10  # some objects occlude others
+
+
+def test_two_processes_generating_at_once_both_end_with_the_complete_set(tmp_path):
+    import multiprocessing as mp
+
+    root = tmp_path / "race"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=ensure_demo_data, args=(root,),
+                         kwargs={"seed": 1, "num_train": 6, "num_val": 2, "min_px": 96, "max_px": 128})
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(json.loads((root / "train.json").read_text())["images"]) == 6
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo-")]  # no temp folders left

@@ -350,6 +350,11 @@ def demo_spec(seed: int, num_train: int, num_val: int, min_px: int, max_px: int)
             "min_px": min_px, "max_px": max_px}
 
 
+def _matches(root: Path, spec: dict) -> bool:
+    stamp = root / STAMP_FILE
+    return stamp.is_file() and json.loads(stamp.read_text()) == spec
+
+
 def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 320, num_val: int = 100,
                      min_px: int = 256, max_px: int = 320) -> Path:
     """Generate the demo set into `root` unless an identical one is already there.
@@ -360,8 +365,7 @@ def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 32
     """
     root = Path(root)
     spec = demo_spec(seed, num_train, num_val, min_px, max_px)
-    stamp = root / STAMP_FILE
-    if stamp.exists() and json.loads(stamp.read_text()) == spec:
+    if _matches(root, spec):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
@@ -371,11 +375,14 @@ def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 32
         shutil.copyfile(tmp / "val.json", tmp / "test.json")
         (tmp / STAMP_FILE).write_text(json.dumps(spec))
         if root.exists():
-            # Another process may have finished the same data meanwhile: keep theirs if it matches.
-            if (root / STAMP_FILE).exists() and json.loads((root / STAMP_FILE).read_text()) == spec:
+            if _matches(root, spec):  # another process finished the same data meanwhile: keep theirs
                 return root
             shutil.rmtree(root)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not _matches(root, spec):  # lost a race to a process writing the same set: fine
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,66 @@
+"""The COCO data set: labels follow the configured class order, flips move boxes, errors name files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from detect.data.coco import CocoDetection, collate
+from detect.data.transforms import RandomHorizontalFlip
+from detect.errors import DataConfigError
+
+
+@pytest.fixture()
+def root(tmp_path):
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "a.jpg")
+    coco = {
+        "images": [{"id": 7, "file_name": "a.jpg", "width": 40, "height": 30}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 5, "bbox": [2, 3, 10, 5], "area": 50, "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 9, "bbox": [20, 10, 8, 8], "area": 64, "iscrowd": 0},
+        ],
+        "categories": [{"id": 5, "name": "dog"}, {"id": 9, "name": "cat"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    return tmp_path
+
+
+def test_boxes_become_xyxy_and_labels_follow_the_configured_class_order(root):
+    ds = CocoDetection(root, root / "ann.json", classes=["cat", "dog"])
+    image, target = ds[0]
+    assert image.shape == (3, 30, 40) and image.dtype == torch.float32 and float(image.max()) <= 1
+    assert target["boxes"].tolist() == [[2, 3, 12, 8], [20, 10, 28, 18]]
+    assert target["labels"].tolist() == [2, 1]  # dog is the 2nd configured class, cat the 1st
+    assert ds.category_of_label == {1: 9, 2: 5} and target["image_id"] == 7
+    assert CocoDetection(root, root / "ann.json").classes == ["dog", "cat"]  # json order by id
+
+
+def test_mismatched_classes_show_both_lists(root):
+    with pytest.raises(DataConfigError) as err:
+        CocoDetection(root, root / "ann.json", classes=["cat", "dog", "bird"])
+    assert "['dog', 'cat']" in str(err.value) and "['cat', 'dog', 'bird']" in str(err.value)
+
+
+def test_flip_mirrors_boxes_in_pixels(root):
+    ds = CocoDetection(root, root / "ann.json", transforms=RandomHorizontalFlip(p=1.0))
+    image, target = ds[0]
+    plain, _ = CocoDetection(root, root / "ann.json")[0]
+    assert torch.equal(image, plain.flip(-1))
+    assert target["boxes"].tolist() == [[28, 3, 38, 8], [12, 10, 20, 18]]
+
+
+def test_unreadable_image_and_bad_json_name_the_file(root):
+    (root / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataConfigError, match="a.jpg"):
+        CocoDetection(root, root / "ann.json")[0]
+    (root / "broken.json").write_text('{"images": [')
+    with pytest.raises(DataConfigError, match="broken.json is not valid JSON"):
+        CocoDetection(root, root / "broken.json")
+
+
+def test_collate_keeps_lists(root):
+    images, targets = collate([CocoDetection(root, root / "ann.json")[0]] * 2)
+    assert len(images) == 2 and len(targets) == 2
