@@ -23,11 +23,13 @@ def train(cfg: DictConfig) -> float | None:
     """Train with the composed config; returns the best monitored score (for sweepers)."""
     # torch is imported here, not at module level, so `--help` and `--cfg job` stay instant.
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from detect.engine.trainer import Trainer
     from detect.errors import DetectError
 
-    run_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
     try:
         return Trainer(cfg, run_dir).fit()
     except Exception as err:
@@ -38,8 +40,19 @@ def train(cfg: DictConfig) -> float | None:
             cause = cause.__cause__
         if cause is None:
             raise
-        log.error("%s", cause)
+        log.error("%s", user_message(cause))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return None  # this job is marked failed in its summary.json; the sweep goes on
         sys.exit(1)
+
+
+def user_message(err: Exception) -> str:
+    """The error's own words. An error raised in a DataLoader worker comes back with the worker's
+    traceback folded into its text; keep only the original message line."""
+    text = str(err)
+    if "Original Traceback" in text:
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

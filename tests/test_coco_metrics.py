@@ -77,3 +77,30 @@ def test_table_lists_every_class_and_the_mean():
     assert lines[0].split("|")[1].strip() == "AP" and lines[0].split("|")[2].strip() == "AP50"
     assert [line.split("|")[0].strip() for line in lines[2:5]] == CLASSES
     assert "n/a" in lines[4] and lines[-1].startswith("mean (bbox_mAP)")
+
+
+def test_classwise_ap_follows_the_class_names_when_ids_are_not_in_class_order():
+    gt = ground_truth()
+    # Only the dogs (id 2) are found, perfectly; the classes are listed with dog last.
+    dets = [{"image_id": a["image_id"], "category_id": 2, "bbox": a["bbox"], "score": 0.9}
+            for a in gt["annotations"] if a["category_id"] == 2]
+    metrics = evaluate_boxes(gt, dets, ["bird", "cat", "dog"], [3, 1, 2])
+    assert metrics["classwise"]["dog"]["AP50"] == pytest.approx(1.0)
+    assert metrics["classwise"]["cat"]["AP50"] == 0.0
+    assert metrics["classwise"]["bird"]["AP50"] is None
+
+
+def test_ground_truth_without_iscrowd_or_area_is_scored():
+    gt = ground_truth()
+    for ann in gt["annotations"]:
+        del ann["iscrowd"], ann["area"]
+    dets = [{**{k: a[k] for k in ("image_id", "category_id", "bbox")}, "score": 0.9} for a in gt["annotations"]]
+    assert evaluate_boxes(gt, dets, CLASSES, CAT_IDS)["bbox_mAP_50"] == pytest.approx(1.0)
+    assert "iscrowd" not in gt["annotations"][0]  # the caller's dict is left as it was
+
+
+def test_no_detections_report_minus_one_for_absent_object_sizes():
+    gt = ground_truth()
+    gt["annotations"] = [a for a in gt["annotations"] if a["area"] > 32 ** 2]  # no small objects left
+    metrics = evaluate_boxes(gt, [], CLASSES, CAT_IDS)
+    assert metrics["bbox_mAP_s"] == -1.0 and metrics["bbox_mAP_m"] == 0.0

@@ -126,8 +126,7 @@ def test_missing_trash_root_or_fold_file_gives_one_clear_paragraph(tiny_demo_roo
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 
 
-def test_offline_pretrained_weights_name_both_remedies(tiny_demo_root, tmp_path):
-    """This machine has no internet: the torchvision download fails with a clear message."""
+def test_missing_backbone_weights_file_names_both_remedies(tiny_demo_root, tmp_path):
     proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "run", "model=faster_rcnn",
                                    "model.backbone.weights=/no/such/resnet50.pth"))
     output = proc.stdout + proc.stderr
@@ -150,3 +149,38 @@ def test_load_from_takes_weights_only_and_names_a_mismatch(tiny_demo_root, tmp_p
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in output
     assert "do not fit this model" in output and "General trash" in output
+
+
+def test_a_failing_job_of_a_sweep_does_not_stop_the_others(tiny_demo_root, tmp_path):
+    root = tmp_path / "trash"
+    shutil.copytree(tiny_demo_root, root)
+    proc = run_cli(["-m", "model=faster_rcnn", "data=trash", "data.fold=7,8", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                   env={"TRASH_DATA_ROOT": str(root)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for job in ("0", "1"):  # both jobs ran, each failed on its own missing fold file
+        summary = json.loads((tmp_path / "sweep" / job / "summary.json").read_text())
+        assert summary["status"] == "failed" and f"train{7 + int(job)}.json" in summary["error"]
+
+
+def test_a_corrupt_image_read_in_a_loader_worker_is_named_without_a_traceback(tiny_demo_root, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    for image in (root / "train").glob("*.jpg"):
+        image.write_bytes(b"not a jpeg")
+    proc = run_cli(tiny_train_args(root, tmp_path / "run", "runtime.workers=2"))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output
+    assert "Cannot read image" in output and "train/" in output
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["schedule=1x", "schedule.optimizer._target_=torch.optim.Adam"], "'~schedule.optimizer.momentum'"),
+    (["runtime.eval_interval=0"], "runtime.eval_interval=0 must be a whole number >= 1"),
+    (["runtime.monitor=bbox_mAP_51"], "runtime.monitor=bbox_mAP_51 is not a metric"),
+])
+def test_config_mistakes_stop_before_training_with_the_key_named(tiny_demo_root, tmp_path, extra, expected):
+    proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "run", *extra))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output and expected in output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no training happened

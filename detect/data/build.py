@@ -52,23 +52,33 @@ def check_root(data: DictConfig, splits: list[str]) -> Path:
         if name is None:
             continue
         if not (root / name).is_file():
-            fold_hint = (" With data.fold set, train{k}.json/val{k}.json must exist (scripts/kfold_split.py "
-                         "writes them)." if data.get("fold") is not None else "")
+            key = f"data.fold_{split}_ann" if data.get("fold") is not None and split != "test" else f"data.{split}_ann"
+            fold_hint = (f" data.fold={data.fold} selects it: the fold files must exist in the root."
+                         if key.startswith("data.fold_") else "")
             raise DataConfigError(
                 f"The {split} annotation file {(root / name).resolve()} does not exist (data={data.name}, "
-                f"data.root={data.root}, {split} file {name!r}). Check data.root{env_hint} and "
-                f"data.{split}_ann.{fold_hint} `python -m detect.train data=demo` runs without any download."
+                f"data.root={data.root}, {key}={name!r}). Check data.root{env_hint} and {key}.{fold_hint} "
+                "`python -m detect.train data=demo` runs without any download."
             )
     return root
 
 
-def build_dataset(data: DictConfig, split: str, train: bool) -> CocoDetection:
+def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] | None = None) -> CocoDetection:
+    """The data set of `split`. `classes` (e.g. the training set's) fixes the label order; by
+    default it is `data.classes`, or the json's categories when that is null."""
     root = check_root(data, [split])
     ann = annotation_files(data)[split]
     transforms = RandomHorizontalFlip(data.hflip_prob) if train else None
-    classes = list(data.classes) if data.get("classes") is not None else None
-    return CocoDetection(root, root / ann, classes=classes, transforms=transforms,
-                         keep_empty=not train or data.get("train_keep_empty", False))
+    if classes is None and data.get("classes") is not None:
+        classes = list(data.classes)
+    dataset = CocoDetection(root, root / ann, classes=classes, transforms=transforms,
+                            keep_empty=not train or data.get("train_keep_empty", False))
+    if len(dataset) == 0:
+        raise DataConfigError(
+            f"{root / ann} has no usable images for {split} (images without boxes are left out of training "
+            "unless data.train_keep_empty=true). Check the file's 'images' and 'annotations'."
+        )
+    return dataset
 
 
 def seed_worker(worker_id: int) -> None:

@@ -60,6 +60,12 @@ class CocoDetection(Dataset):
         self.transforms = transforms
         boxes_of_image: dict[int, list[dict]] = {img["id"]: [] for img in self.coco["images"]}
         for ann in self.coco.get("annotations", []):
+            if ann["category_id"] not in self.label_of_category:
+                raise DataConfigError(
+                    f"{self.ann_file}: annotation {ann['id']} has category_id {ann['category_id']}, which is not "
+                    f"among the file's categories {sorted(self.label_of_category)}. Fix the annotation or add the "
+                    "category."
+                )
             boxes_of_image.setdefault(ann["image_id"], []).append(ann)
         self.images = [img for img in self.coco["images"] if keep_empty or boxes_of_image[img["id"]]]
         self.annotations = boxes_of_image

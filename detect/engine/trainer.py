@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import hydra
+import hydra.errors
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,7 +29,7 @@ from detect.engine.loop import evaluate, train_one_epoch
 from detect.engine.lr_schedule import lr_factor
 from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
 from detect.engine.run_files import MetricsLog, RunSummary
-from detect.errors import CheckpointError, ConfigError
+from detect.errors import CheckpointError, ConfigError, DetectError
 from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 
 log = logging.getLogger("detect")
@@ -41,6 +42,20 @@ def select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu or auto.")
     return device
+
+
+def instantiate(key: str, node: DictConfig, **kwargs):
+    """hydra.utils.instantiate, with a builder's wrong or missing arguments reported as a config
+    problem that names the config key (errors of our own pass through unchanged)."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except hydra.errors.InstantiationException as err:
+        if isinstance(err.__cause__, DetectError):
+            raise err.__cause__ from None
+        raise ConfigError(
+            f"{key} could not be built from _target_={node.get('_target_')}: {err}. A key the target does not "
+            f"take can be removed on the command line with '~{key}.<key>'."
+        ) from err
 
 
 def format_losses(record: dict) -> str:
@@ -58,8 +73,6 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         rt = cfg.runtime
-        if rt.monitor not in SUMMARY_KEYS:
-            raise ConfigError(f"runtime.monitor={rt.monitor} is not a metric; choose one of {SUMMARY_KEYS}")
         self.monitor = rt.monitor
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.summary = RunSummary(
@@ -84,8 +97,17 @@ class Trainer:
         self.best_path: Path | None = None
 
     # ---------------------------------------------------------------- setup
+    def check_runtime(self) -> None:
+        rt = self.cfg.runtime
+        if rt.monitor not in SUMMARY_KEYS:
+            raise ConfigError(f"runtime.monitor={rt.monitor} is not a metric; choose one of {SUMMARY_KEYS}")
+        for key in ("eval_interval", "checkpoint_interval", "log_interval"):
+            if int(rt[key]) < 1:
+                raise ConfigError(f"runtime.{key}={rt[key]} must be a whole number >= 1 (epochs or iterations).")
+
     def build(self) -> None:
         cfg, rt = self.cfg, self.cfg.runtime
+        self.check_runtime()
         seed_everything(rt.seed, rt.deterministic)
         if rt.threads:
             torch.set_num_threads(int(rt.threads))
@@ -94,8 +116,10 @@ class Trainer:
 
         files = annotation_files(cfg.data)
         self.train_set = build_dataset(cfg.data, "train", train=True)
-        self.val_set = build_dataset(cfg.data, "val", train=False) if files["val"] else None
         self.classes = self.train_set.classes
+        # The val set takes the training set's classes, so label k means the same class in both.
+        self.val_set = (build_dataset(cfg.data, "val", train=False, classes=self.classes)
+                        if files["val"] else None)
         log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(self.train_set), files["train"],
                  f"{len(self.val_set)} val images from {files['val']}" if self.val_set else "no val split "
                  "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")
@@ -107,10 +131,17 @@ class Trainer:
             self.iters_per_epoch = min(self.iters_per_epoch, int(rt.max_iters_per_epoch))
 
         # The number of classes comes from the data, once: the model config never repeats it.
-        self.model = hydra.utils.instantiate(cfg.model, num_classes=len(self.classes), _convert_="all")
+        self.model = instantiate("model", cfg.model, num_classes=len(self.classes), _convert_="all")
         self.model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = hydra.utils.instantiate(cfg.schedule.optimizer)(params)
+        make_optimizer = instantiate("schedule.optimizer", cfg.schedule.optimizer)  # a partial: params come next
+        try:
+            self.optimizer = make_optimizer(params)
+        except TypeError as err:
+            raise ConfigError(
+                f"schedule.optimizer (_target_={cfg.schedule.optimizer._target_}) does not take its arguments: {err}. "
+                "Remove a key it does not take on the command line, e.g. '~schedule.optimizer.momentum'."
+            ) from err
         sch = cfg.schedule
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(
             lr_factor, iters_per_epoch=self.iters_per_epoch, warmup_iters=sch.warmup_iters,
@@ -146,6 +177,8 @@ class Trainer:
         self.start_epoch, self.iteration = state["epoch"], state["iter"]
         self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
         old_best = state.get("best_checkpoint")
+        if old_best and not Path(old_best).is_file():  # the old run dir was moved: look beside the checkpoint
+            old_best = str(Path(state["path"]).parent / Path(old_best).name)
         if old_best and Path(old_best).is_file():
             self.best_path = self.ckpt_dir / Path(old_best).name
             if Path(old_best).resolve() != self.best_path.resolve():
@@ -237,8 +270,12 @@ class Trainer:
                 self.save_epoch_checkpoints(done)
                 self.summary.update(epochs_done=done, last_checkpoint=str(self.ckpt_dir / "last.pth"))
             self.summary.update(status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-            log.info("Finished. Best %s=%s at epoch %s: %s", self.monitor, self.best_score, self.best_epoch,
-                     self.best_path)
+            if self.best_path is None:
+                log.info("Finished %d epochs without evaluation (no val split); last checkpoint: %s", epochs,
+                         self.ckpt_dir / "last.pth")
+            else:
+                log.info("Finished. Best %s=%.4f at epoch %d: %s", self.monitor, self.best_score, self.best_epoch,
+                         self.best_path)
             return self.best_score
         except KeyboardInterrupt:
             self.summary.update(status="interrupted", finished=time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -21,8 +21,13 @@ SUMMARY_KEYS = ["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mA
 
 
 def _coco_from_dict(dataset: dict) -> COCO:
+    """A COCO index over a copy of `dataset` (COCOeval writes into the annotation dicts). Fields
+    that pycocotools needs but many exports leave out get their COCO defaults."""
     coco = COCO()
     coco.dataset = copy.deepcopy(dataset)
+    for ann in coco.dataset.get("annotations", []):
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -43,17 +48,12 @@ def evaluate_boxes(ground_truth: dict, detections: list[dict], class_names: list
     {name: {"AP": float | None, "AP50": float | None}}.
     """
     gt = _coco_from_dict(ground_truth)
-    if not detections:
-        # loadRes refuses an empty list; with no detections every AP is 0 (or None without GT).
-        result = {key: 0.0 for key in SUMMARY_KEYS}
-        classwise = {}
-        for name, cat in zip(class_names, category_ids):
-            has_gt = bool(gt.getAnnIds(catIds=[int(cat)], iscrowd=False))
-            classwise[name] = {"AP": 0.0 if has_gt else None, "AP50": 0.0 if has_gt else None}
-        result["classwise"] = classwise
-        return result
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(copy.deepcopy(detections))
+        if detections:
+            dt = gt.loadRes(copy.deepcopy(detections))
+        else:  # loadRes refuses an empty list; an empty result set scores 0 (and -1 where COCO has no GT)
+            dt = _coco_from_dict({"images": ground_truth["images"], "annotations": [],
+                                  "categories": ground_truth["categories"]})
         coco_eval = COCOeval(gt, dt, iouType="bbox")
         coco_eval.params.catIds = [int(c) for c in category_ids]
         coco_eval.evaluate()
@@ -62,8 +62,11 @@ def evaluate_boxes(ground_truth: dict, detections: list[dict], class_names: list
     stats = coco_eval.stats
     result = {key: float(stats[i]) for i, key in enumerate(SUMMARY_KEYS)}
     precision = coco_eval.eval["precision"]  # [T, R, K, A, M]
+    # COCOeval sorts params.catIds: column k belongs to the k-th smallest id, not to class_names[k].
+    column_of = {cat: k for k, cat in enumerate(coco_eval.params.catIds)}
     classwise = {}
-    for k, name in enumerate(class_names):
+    for name, cat in zip(class_names, category_ids):
+        k = column_of[int(cat)]
         classwise[name] = {
             "AP": _mean_valid(precision[:, :, k, 0, -1]),
             "AP50": _mean_valid(precision[0, :, k, 0, -1]),

@@ -58,11 +58,32 @@ def load_pretrained_state(weights: str) -> dict[str, torch.Tensor]:
 
 
 def freeze_stages(body: nn.Module, frozen_stages: int) -> None:
-    """Stop gradients in stages 0..frozen_stages (-1 freezes nothing)."""
+    """Freeze stages 0..frozen_stages (-1 freezes nothing): no gradients, and their BatchNorm layers
+    become FrozenBatchNorm2d with the current statistics, so `model.train()` cannot update them
+    (MMDetection keeps frozen stages in eval mode for the same reason)."""
     for stage in STAGES[: frozen_stages + 1]:
         for name in stage:
+            setattr(body, name, _freeze_batchnorm(getattr(body, name)))
             for param in getattr(body, name).parameters():
                 param.requires_grad_(False)
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """`module` with every BatchNorm2d in it (or itself) replaced by a FrozenBatchNorm2d copy."""
+    if isinstance(module, nn.BatchNorm2d):
+        return _frozen_copy(module)
+    for child_name, child in module.named_children():
+        setattr(module, child_name, _freeze_batchnorm(child))
+    return module
+
+
+def _frozen_copy(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    frozen.weight.copy_(bn.weight.detach())
+    frozen.bias.copy_(bn.bias.detach())
+    frozen.running_mean.copy_(bn.running_mean)
+    frozen.running_var.copy_(bn.running_var)
+    return frozen
 
 
 def resnet_fpn(depth: int, weights: str | None, frozen_stages: int, norm_eval: bool,
@@ -85,7 +106,14 @@ def resnet_fpn(depth: int, weights: str | None, frozen_stages: int, norm_eval: b
     body = RESNETS[depth](weights=None, norm_layer=norm_layer)
     if weights:
         state = load_pretrained_state(weights)
-        missing, unexpected = body.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = body.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            raise WeightsUnavailableError(
+                f"Backbone weights {weights} do not fit a ResNet-{depth} "
+                f"({str(err).strip().splitlines()[-1].strip()}). "
+                "Pick weights of the same depth (model.backbone.weights) or set model.backbone.depth to match."
+            ) from err
         # FrozenBatchNorm2d has no num_batches_tracked; anything else missing means a wrong file.
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing:
