@@ -32,15 +32,10 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = hydra_cfg.runtime.output_dir
     try:
         return Trainer(cfg, run_dir).fit()
-    except Exception as err:
+    except DetectError as err:
         # A user-facing problem: one clear message, no traceback. The run dir records it as failed.
-        # hydra.utils.instantiate wraps errors raised in a builder, so look along the cause chain.
-        cause = err
-        while cause is not None and not isinstance(cause, DetectError):
-            cause = cause.__cause__
-        if cause is None:
-            raise
-        log.error("%s", user_message(cause))
+        # (The trainer unwraps hydra's InstantiationException, so builders' errors arrive here as they are.)
+        log.error("%s", user_message(err))
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None  # this job is marked failed in its summary.json; the sweep goes on
         sys.exit(1)

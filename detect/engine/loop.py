@@ -42,8 +42,11 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         with torch.autocast(device.type, enabled=scaler is not None):
             loss_dict = model(images, targets)
         loss = sum(loss_dict.values())
-        if not math.isfinite(loss.item()):
-            bad = {k: v.item() for k, v in loss_dict.items() if not math.isfinite(v.item())}
+        # One host copy of the loss values per step: used for the finite check and for the log.
+        values = {k: v.item() for k, v in loss_dict.items()}
+        values["loss"] = sum(values.values())
+        if not math.isfinite(values["loss"]):
+            bad = {k: v for k, v in values.items() if k != "loss" and not math.isfinite(v)}
             raise NonFiniteLossError(
                 f"Non-finite loss at iteration {iteration} (epoch {epoch + 1}, step {step + 1}): {bad}. "
                 "Lower schedule.lr, set schedule.grad_clip, or check the data for broken boxes."
@@ -64,9 +67,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         scheduler.step()
         iteration += 1
 
-        for k, v in loss_dict.items():
-            sums[k] = sums.get(k, 0.0) + v.item()
-        sums["loss"] = sums.get("loss", 0.0) + loss.item()
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
         count += 1
         if (step + 1) % log_interval == 0 or step + 1 == num_iters:
             elapsed = time.perf_counter() - tic
