@@ -12,8 +12,13 @@ from tests.conftest import CONF, compose_train
 GROUPS = ["model", "data", "schedule", "runtime"]
 
 
+SUB_GROUPS = {"model": ["backbone", "neck"]}  # selected as model/backbone=..., not as options of model
+
+
 def options(group: str) -> list[str]:
-    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml"))
+    """Options of a group, a member's own (model=member_a/cascade_bifpn) included, its sub-groups excluded."""
+    paths = [p.relative_to(CONF / group) for p in (CONF / group).rglob("*.yaml")]
+    return sorted(p.with_suffix("").as_posix() for p in paths if p.parts[0] not in SUB_GROUPS.get(group, []))
 
 
 @pytest.mark.parametrize("group", GROUPS)

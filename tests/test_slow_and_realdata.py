@@ -39,3 +39,4 @@ def test_real_photos_run_end_to_end_with_the_json_classes(tmp_path):
     assert list(classwise) == ["Blood bag", "Mask", "ampoule", "syringe"]
     assert "Evaluation after epoch 1 (118 images" in (run_dir / "train.log").read_text()
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} >= {"last.pth", "epoch_1.pth"}
+

@@ -50,8 +50,11 @@ def instantiate(key: str, node: DictConfig, **kwargs):
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except hydra.errors.InstantiationException as err:
-        if isinstance(err.__cause__, DetectError):
-            raise err.__cause__ from None
+        cause = err.__cause__  # nested parts (model.backbone inside model) wrap one error per level
+        while isinstance(cause, hydra.errors.InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, DetectError):
+            raise cause from None
         raise ConfigError(
             f"{key} could not be built from _target_={node.get('_target_')}: {err}. A key the target does not "
             f"take can be removed on the command line with '~{key}.<key>'."

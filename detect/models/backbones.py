@@ -1,26 +1,38 @@
-"""ResNet-FPN backbones whose freezing switches really hold.
+"""ResNet / ResNeXt feature extractors whose freezing switches really hold.
 
 torchvision's detection builders pick trainable BatchNorm whenever `weights=None` and ignore the
-`norm_layer` asked for, so we build the ResNet ourselves: the BatchNorm kind follows `norm_eval`
-and the frozen stages follow `frozen_stages`, with or without pretrained weights.
+`norm_layer` asked for, so we build the ResNet ourselves and apply MMDetection's two switches:
+
+- `frozen_stages` (-1 none, 0 stem, 1 stem + layer1, ... 4 all): no gradients, and their BatchNorm
+  layers become FrozenBatchNorm2d, so nothing in them changes;
+- `norm_eval=True`: every other BatchNorm stays in eval mode even in `model.train()` (running
+  statistics fixed, affine weights still learn), as MMDetection does for pretrained backbones.
+
+A backbone, ours or a user's, is any module that maps images (B, 3, H, W) to an ordered dict of
+feature maps and has two attributes the necks read: `out_channels` (channels of each map) and
+`strides` (pixels of input per feature-map cell, finest first).
 """
 
 from __future__ import annotations
 
 import os
 import urllib.error
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import get_weight, resnet
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models import get_weight
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import ResNet as TorchvisionResNet
 from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from detect.errors import ConfigError, WeightsUnavailableError
 
-RESNETS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101, 152: resnet.resnet152}
+# Blocks per stage of each depth (He et al. 2016, as torchvision builds them).
+RESNET_LAYERS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3]),
+                 101: (Bottleneck, [3, 4, 23, 3]), 152: (Bottleneck, [3, 8, 36, 3])}
 # MMDetection's stage numbering: 0 is the stem (conv1 + bn1), 1..4 are layer1..layer4.
 STAGES = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
 
@@ -86,49 +98,56 @@ def _frozen_copy(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
     return frozen
 
 
-def resnet_fpn(depth: int, weights: str | None, frozen_stages: int, norm_eval: bool,
-               out_channels: int, start_level: int = 0) -> BackboneWithFPN:
-    """ResNet-`depth` with an FPN over C2-C5 plus a max-pooled extra level (P2-P6, as MMDetection's).
+def _load_weights(body: nn.Module, weights: str, arch: str) -> None:
+    state = load_pretrained_state(weights)
+    try:
+        missing, _ = body.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise WeightsUnavailableError(
+            f"Backbone weights {weights} do not fit a {arch} ({str(err).strip().splitlines()[-1].strip()}). "
+            "Pick weights of the same architecture (model.backbone.weights) or change model.backbone to match."
+        ) from err
+    if missing:  # strict=False only lets through extra keys (e.g. another head); missing ones mean a wrong file
+        raise WeightsUnavailableError(
+            f"Backbone weights {weights} do not fit a {arch}: {len(missing)} missing keys (e.g. {missing[:3]})."
+        )
 
-    `start_level` (MMDetection's FPN argument) skips the finest levels: 1 builds P3-P6, which
-    saves much of the compute on small images whose objects are not tiny.
 
-    `norm_eval=True` replaces every BatchNorm by FrozenBatchNorm2d (statistics and affine fixed);
-    `frozen_stages` follows MMDetection (-1 none, 0 stem, 1 stem + layer1, ...).
+class ResNet(nn.Module):
+    """ResNet-`depth` (or ResNeXt with `groups` x `width_per_group`) returning C2-C5.
+
+    forward: images (B, 3, H, W), normalized -> {"c2": (B, C, H/4, W/4), ..., "c5": (B, C', H/32, W/32)}.
+    `out_channels` = [256, 512, 1024, 2048] for depth >= 50 (64..512 for 18/34), `strides` = [4, 8, 16, 32].
     """
-    if depth not in RESNETS:
-        raise ConfigError(f"model.backbone.depth={depth} is not supported; choose one of {sorted(RESNETS)}")
-    if not 0 <= start_level <= 2:
-        raise ConfigError(f"model.neck.start_level={start_level} must be 0 (P2), 1 (P3) or 2 (P4)")
-    if not -1 <= frozen_stages <= 4:
-        raise ConfigError(f"model.backbone.frozen_stages={frozen_stages} must be between -1 and 4")
-    norm_layer = FrozenBatchNorm2d if norm_eval else nn.BatchNorm2d
-    body = RESNETS[depth](weights=None, norm_layer=norm_layer)
-    if weights:
-        state = load_pretrained_state(weights)
-        try:
-            missing, unexpected = body.load_state_dict(state, strict=False)
-        except RuntimeError as err:
-            raise WeightsUnavailableError(
-                f"Backbone weights {weights} do not fit a ResNet-{depth} "
-                f"({str(err).strip().splitlines()[-1].strip()}). "
-                "Pick weights of the same depth (model.backbone.weights) or set model.backbone.depth to match."
-            ) from err
-        # FrozenBatchNorm2d has no num_batches_tracked; anything else missing means a wrong file.
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing:
-            raise WeightsUnavailableError(
-                f"Backbone weights {weights} do not fit a ResNet-{depth}: {len(missing)} missing keys "
-                f"(e.g. {missing[:3]})."
-            )
-    freeze_stages(body, frozen_stages)
-    # BasicBlock ResNets (18/34) end their stages with 64..512 channels, Bottleneck ones with 4x that.
-    in_channels = [64, 128, 256, 512] if depth < 50 else [256, 512, 1024, 2048]
-    layers = ["layer1", "layer2", "layer3", "layer4"][start_level:]
-    return BackboneWithFPN(
-        body,
-        return_layers={name: str(i) for i, name in enumerate(layers)},
-        in_channels_list=in_channels[start_level:],
-        out_channels=out_channels,
-        extra_blocks=LastLevelMaxPool(),
-    )
+
+    def __init__(self, depth: int = 50, weights: str | None = None, frozen_stages: int = 1,
+                 norm_eval: bool = True, groups: int = 1, width_per_group: int = 64):
+        super().__init__()
+        if depth not in RESNET_LAYERS:
+            raise ConfigError(f"model.backbone.depth={depth} is not supported; choose one of {sorted(RESNET_LAYERS)}")
+        if not -1 <= frozen_stages <= 4:
+            raise ConfigError(f"model.backbone.frozen_stages={frozen_stages} must be between -1 and 4")
+        block, layers = RESNET_LAYERS[depth]
+        if block is BasicBlock and (groups, width_per_group) != (1, 64):
+            raise ConfigError(f"model.backbone: ResNeXt groups/width_per_group need depth >= 50, not {depth}")
+        arch = f"ResNet-{depth}" if groups == 1 else f"ResNeXt-{depth} {groups}x{width_per_group}d"
+        body = TorchvisionResNet(block, layers, groups=groups, width_per_group=width_per_group)
+        if weights:
+            _load_weights(body, weights, arch)
+        freeze_stages(body, frozen_stages)
+        self.norm_eval = norm_eval
+        self.body = IntermediateLayerGetter(body, {"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"})
+        width = 64 if block is BasicBlock else 256
+        self.out_channels = [width, width * 2, width * 4, width * 8]
+        self.strides = [4, 8, 16, 32]
+
+    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.body(images)
+
+    def train(self, mode: bool = True) -> ResNet:
+        super().train(mode)
+        if mode and self.norm_eval:  # statistics stay those of the pretrained weights
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self

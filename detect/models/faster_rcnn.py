@@ -2,56 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from torchvision.models.detection import FasterRCNN
+from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import MultiScaleRoIAlign
 
-from detect.models.backbones import resnet_fpn
-
-
-def fpn_anchor_generator(scale: float, ratios: Sequence[float], start_level: int = 0) -> AnchorGenerator:
-    """One anchor size per FPN level: `scale` x the level's stride (MMDetection's octave scale).
-    With scale 8 on strides 4..64 the sizes are 32..512, MMDetection's RPN default."""
-    strides = (4, 8, 16, 32, 64)[start_level:]
-    sizes = tuple((int(scale * stride),) for stride in strides)
-    return AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(ratios),) * len(sizes))
+from detect.models.parts import BackboneWithNeck, image_transform, region_proposal_network, roi_feature_names
 
 
-def build_faster_rcnn(num_classes: int, backbone: dict, neck: dict, rpn: dict, roi: dict,
-                      min_size: int, max_size: int, image_mean: Sequence[float],
-                      image_std: Sequence[float], size_divisible: int, name: str = "faster_rcnn") -> FasterRCNN:
+def build_faster_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], rpn: dict, roi: dict,
+                      min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
+                      size_divisible: int, name: str = "faster_rcnn") -> GeneralizedRCNN:
     """Build the detector. `num_classes` counts the foreground classes (the data's class list);
     torchvision's background class 0 is added here, so predicted labels are 1..num_classes.
 
-    Input images: float tensors in [0, 1], CxHxW, any size; they are resized so the shorter side
-    is `min_size` unless the longer would exceed `max_size`, normalized and padded to a multiple
-    of `size_divisible`. Output boxes are xyxy in pixels of the original image.
+    Input: float images in [0, 1], CxHxW, any size. Output (eval): per image {"boxes": (N, 4) xyxy in
+    pixels of the original image, "labels": (N,) int64, "scores": (N,)}; (train): a dict of losses.
     """
-    body = resnet_fpn(out_channels=neck["out_channels"], start_level=neck["start_level"], **backbone)
-    box_head = TwoMLPHead(body.out_channels * 7 * 7, roi["representation_size"])
-    return FasterRCNN(
-        body,
-        num_classes=None,  # the predictor below fixes the classes
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=list(image_mean),
-        image_std=list(image_std),
-        size_divisible=size_divisible,
-        rpn_anchor_generator=fpn_anchor_generator(rpn["anchor_scale"], rpn["anchor_ratios"], neck["start_level"]),
-        rpn_pre_nms_top_n_train=rpn["pre_nms_top_n_train"],
-        rpn_post_nms_top_n_train=rpn["post_nms_top_n_train"],
-        rpn_pre_nms_top_n_test=rpn["pre_nms_top_n_test"],
-        rpn_post_nms_top_n_test=rpn["post_nms_top_n_test"],
-        rpn_nms_thresh=rpn["nms_thresh"],
-        rpn_batch_size_per_image=rpn["batch_size_per_image"],
-        rpn_positive_fraction=rpn["positive_fraction"],
-        box_head=box_head,
-        box_predictor=FastRCNNPredictor(roi["representation_size"], num_classes + 1),
-        box_batch_size_per_image=roi["batch_size_per_image"],
-        box_positive_fraction=roi["positive_fraction"],
-        box_score_thresh=roi["score_thresh"],
-        box_nms_thresh=roi["nms_thresh"],
-        box_detections_per_img=roi["detections_per_img"],
+    body = BackboneWithNeck(backbone, neck)
+    roi_pool = MultiScaleRoIAlign(roi_feature_names(body), output_size=7, sampling_ratio=roi["sampling_ratio"])
+    roi_heads = RoIHeads(
+        roi_pool,
+        TwoMLPHead(body.out_channels * 7 * 7, roi["representation_size"]),
+        FastRCNNPredictor(roi["representation_size"], num_classes + 1),
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.5,
+        batch_size_per_image=roi["batch_size_per_image"],
+        positive_fraction=roi["positive_fraction"],
+        bbox_reg_weights=None,  # (10, 10, 5, 5): MMDetection's target stds 0.1/0.2
+        score_thresh=roi["score_thresh"],
+        nms_thresh=roi["nms_thresh"],
+        detections_per_img=roi["detections_per_img"],
     )
+    transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible)
+    return GeneralizedRCNN(body, region_proposal_network(body, rpn), roi_heads, transform)

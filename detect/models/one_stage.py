@@ -1,0 +1,88 @@
+"""RetinaNet and FCOS: torchvision's one-stage detectors over our backbone and neck groups.
+
+Both score each class with its own sigmoid (focal loss) and have no background class, while our
+labels are 1..num_classes (0 is the two-stage models' background). The subclasses below shift the
+labels by one on the way in (loss) and out (detections), so outputs carry the same labels as Faster
+and Cascade R-CNN and evaluation does not care which model ran; their losses are named `loss_<term>`
+like every other model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.retinanet import RetinaNet
+
+from detect.models.parts import BackboneWithNeck, anchor_generator
+
+
+class OneBasedLabels:
+    """Mixin for torchvision's RetinaNet / FCOS: head class k is label k + 1."""
+
+    def compute_loss(self, targets: list[dict[str, Tensor]], *args) -> dict[str, Tensor]:
+        shifted = [{**target, "labels": target["labels"] - 1} for target in targets]
+        return {f"loss_{name}": value for name, value in super().compute_loss(shifted, *args).items()}
+
+    def postprocess_detections(self, *args) -> list[dict[str, Tensor]]:
+        return [{**det, "labels": det["labels"] + 1} for det in super().postprocess_detections(*args)]
+
+
+class OneBasedRetinaNet(OneBasedLabels, RetinaNet):
+    pass
+
+
+class OneBasedFCOS(OneBasedLabels, FCOS):
+    pass
+
+
+def build_retinanet(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], anchors: dict,
+                    head: dict, min_size: int, max_size: int, image_mean: Sequence[float],
+                    image_std: Sequence[float], size_divisible: int, name: str = "retinanet") -> OneBasedRetinaNet:
+    """RetinaNet (Lin et al. 2017): anchors `anchors.octave_base_scale` x stride at
+    `anchors.scales_per_octave` scales and `anchors.ratios` on every neck level; focal loss; anchors
+    with IoU >= `head.fg_iou_thresh` are positive, < `head.bg_iou_thresh` negative."""
+    body = BackboneWithNeck(backbone, neck)
+    return OneBasedRetinaNet(
+        body,
+        num_classes=num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        image_mean=list(image_mean),
+        image_std=list(image_std),
+        size_divisible=size_divisible,
+        anchor_generator=anchor_generator(body.strides, anchors["octave_base_scale"], anchors["ratios"],
+                                          anchors["scales_per_octave"]),
+        fg_iou_thresh=head["fg_iou_thresh"],
+        bg_iou_thresh=head["bg_iou_thresh"],
+        score_thresh=head["score_thresh"],
+        nms_thresh=head["nms_thresh"],
+        detections_per_img=head["detections_per_img"],
+        topk_candidates=head["topk_candidates"],
+    )
+
+
+def build_fcos(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], head: dict,
+               min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
+               size_divisible: int, name: str = "fcos") -> OneBasedFCOS:
+    """FCOS (Tian et al. 2019): anchor-free, one point per feature-map cell of every neck level, with
+    centre sampling (`head.center_sampling_radius` strides) and a centerness branch."""
+    body = BackboneWithNeck(backbone, neck)
+    # torchvision's FCOS reads only the centre and size of a single square "anchor" per cell: its stride.
+    points = anchor_generator(body.strides, octave_base_scale=1, ratios=[1.0])
+    return OneBasedFCOS(
+        body,
+        num_classes=num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        image_mean=list(image_mean),
+        image_std=list(image_std),
+        size_divisible=size_divisible,
+        anchor_generator=points,
+        center_sampling_radius=head["center_sampling_radius"],
+        score_thresh=head["score_thresh"],
+        nms_thresh=head["nms_thresh"],
+        detections_per_img=head["detections_per_img"],
+        topk_candidates=head["topk_candidates"],
+    )

@@ -1,0 +1,85 @@
+"""What every detector builder shares: backbone + neck as one module, anchors per level, RPN."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from detect.errors import ConfigError
+from detect.models.necks import level_name
+
+
+class BackboneWithNeck(nn.Module):
+    """backbone -> neck, with the `out_channels` (int) torchvision's detectors read, and `strides`.
+
+    forward: normalized images (B, 3, H, W) -> {"p2": (B, out_channels, H/4, W/4), ...} (names by stride).
+    """
+
+    def __init__(self, backbone: nn.Module, neck: Callable[..., nn.Module]):
+        super().__init__()
+        for attr in ("out_channels", "strides"):
+            if not hasattr(backbone, attr):
+                raise ConfigError(
+                    f"model.backbone ({type(backbone).__name__}) has no '{attr}' attribute; a backbone must say the "
+                    "channels and strides of its feature maps (see detect/models/backbones.py)")
+        if not callable(neck):
+            raise ConfigError("model.neck must be a partial (_partial_: true) so the builder can pass the backbone's "
+                              "channels and strides")
+        self.body = backbone
+        self.neck = neck(in_channels=list(backbone.out_channels), in_strides=list(backbone.strides))
+        self.out_channels = int(self.neck.out_channels)
+        self.strides = list(self.neck.strides)
+
+    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.neck(self.body(images))
+
+
+def anchor_generator(strides: Sequence[int], octave_base_scale: float, ratios: Sequence[float],
+                     scales_per_octave: int = 1) -> AnchorGenerator:
+    """Anchors per level as MMDetection sizes them: `octave_base_scale` x the level's stride, times
+    2**(k / scales_per_octave) for k < scales_per_octave. Scale 8 on strides 4..64 gives 32..512 px
+    (the RPN default); scale 4 with 3 scales per octave on strides 8..128 is RetinaNet's."""
+    sizes = tuple(tuple(octave_base_scale * stride * 2 ** (k / scales_per_octave) for k in range(scales_per_octave))
+                  for stride in strides)
+    return AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(ratios),) * len(sizes))
+
+
+def roi_feature_names(body: BackboneWithNeck, max_stride: int = 32) -> list[str]:
+    """Levels a RoI head pools from: strides up to 32 (P2-P5 for an FPN with start_level 0), as MMDetection's
+    RoI extractors; the extra P6 level serves the RPN only."""
+    names = [level_name(s) for s in body.strides if s <= max_stride]
+    if not names:
+        raise ConfigError(f"The neck's levels (strides {body.strides}) include none with stride <= {max_stride} "
+                          "for the RoI head to pool from; lower model.neck.start_level")
+    return names
+
+
+def region_proposal_network(body: BackboneWithNeck, rpn: dict) -> RegionProposalNetwork:
+    """torchvision's RPN with anchors from `rpn.anchor_scale`/`anchor_ratios` over every neck level.
+    Proposal counts: `pre_nms_top_n_*` per level, `post_nms_top_n_*` per image."""
+    anchors = anchor_generator(body.strides, rpn["anchor_scale"], rpn["anchor_ratios"])
+    return RegionProposalNetwork(
+        anchors,
+        RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=rpn["batch_size_per_image"],
+        positive_fraction=rpn["positive_fraction"],
+        pre_nms_top_n={"training": rpn["pre_nms_top_n_train"], "testing": rpn["pre_nms_top_n_test"]},
+        post_nms_top_n={"training": rpn["post_nms_top_n_train"], "testing": rpn["post_nms_top_n_test"]},
+        nms_thresh=rpn["nms_thresh"],
+    )
+
+
+def image_transform(min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
+                    size_divisible: int) -> GeneralizedRCNNTransform:
+    """Resize so the shorter side is `min_size` unless the longer would pass `max_size`, normalize,
+    pad the batch to a multiple of `size_divisible`; detections are mapped back to the original pixels.
+    The sizes come from the data config, never torchvision's 800/1333 defaults."""
+    return GeneralizedRCNNTransform(min_size, max_size, list(image_mean), list(image_std),
+                                    size_divisible=size_divisible)
