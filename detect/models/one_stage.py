@@ -37,6 +37,15 @@ class OneBasedFCOS(OneBasedLabels, FCOS):
     pass
 
 
+def _shared_arguments(num_classes: int, head: dict, min_size: int, max_size: int, image_mean: Sequence[float],
+                      image_std: Sequence[float], size_divisible: int) -> dict:
+    """Arguments torchvision's RetinaNet and FCOS share: classes, image transform, test-time filtering."""
+    return {"num_classes": num_classes, "min_size": min_size, "max_size": max_size, "image_mean": list(image_mean),
+            "image_std": list(image_std), "size_divisible": size_divisible, "score_thresh": head["score_thresh"],
+            "nms_thresh": head["nms_thresh"], "detections_per_img": head["detections_per_img"],
+            "topk_candidates": head["topk_candidates"]}
+
+
 def build_retinanet(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], anchors: dict,
                     head: dict, min_size: int, max_size: int, image_mean: Sequence[float],
                     image_std: Sequence[float], size_divisible: int, name: str = "retinanet") -> OneBasedRetinaNet:
@@ -44,23 +53,11 @@ def build_retinanet(num_classes: int, backbone: nn.Module, neck: Callable[..., n
     `anchors.scales_per_octave` scales and `anchors.ratios` on every neck level; focal loss; anchors
     with IoU >= `head.fg_iou_thresh` are positive, < `head.bg_iou_thresh` negative."""
     body = BackboneWithNeck(backbone, neck)
+    anchor_boxes = anchor_generator(body.strides, anchors["octave_base_scale"], anchors["ratios"],
+                                    anchors["scales_per_octave"])
     return OneBasedRetinaNet(
-        body,
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=list(image_mean),
-        image_std=list(image_std),
-        size_divisible=size_divisible,
-        anchor_generator=anchor_generator(body.strides, anchors["octave_base_scale"], anchors["ratios"],
-                                          anchors["scales_per_octave"]),
-        fg_iou_thresh=head["fg_iou_thresh"],
-        bg_iou_thresh=head["bg_iou_thresh"],
-        score_thresh=head["score_thresh"],
-        nms_thresh=head["nms_thresh"],
-        detections_per_img=head["detections_per_img"],
-        topk_candidates=head["topk_candidates"],
-    )
+        body, anchor_generator=anchor_boxes, fg_iou_thresh=head["fg_iou_thresh"], bg_iou_thresh=head["bg_iou_thresh"],
+        **_shared_arguments(num_classes, head, min_size, max_size, image_mean, image_std, size_divisible))
 
 
 def build_fcos(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], head: dict,
@@ -72,17 +69,5 @@ def build_fcos(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Mod
     # torchvision's FCOS reads only the centre and size of a single square "anchor" per cell: its stride.
     points = anchor_generator(body.strides, octave_base_scale=1, ratios=[1.0])
     return OneBasedFCOS(
-        body,
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=list(image_mean),
-        image_std=list(image_std),
-        size_divisible=size_divisible,
-        anchor_generator=points,
-        center_sampling_radius=head["center_sampling_radius"],
-        score_thresh=head["score_thresh"],
-        nms_thresh=head["nms_thresh"],
-        detections_per_img=head["detections_per_img"],
-        topk_candidates=head["topk_candidates"],
-    )
+        body, anchor_generator=points, center_sampling_radius=head["center_sampling_radius"],
+        **_shared_arguments(num_classes, head, min_size, max_size, image_mean, image_std, size_divisible))
