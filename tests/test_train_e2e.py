@@ -101,13 +101,14 @@ def test_headline_command_on_a_root_in_the_trash_layout(tiny_demo_root, tmp_path
     shutil.copy(root / "train.json", root / "train0.json")
     shutil.copy(root / "val.json", root / "val0.json")
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=faster_rcnn", "data=trash", "model.backbone.weights=null", f"hydra.run.dir={run_dir}",
+    proc = run_cli(["model=cascade_rcnn", "data=trash", "model.backbone.weights=null", f"hydra.run.dir={run_dir}",
                     "data.fold=0", "data.min_size=128", "data.max_size=128", "data.batch_size=2",
                     "runtime.workers=0", "schedule.epochs=1", "runtime.max_iters_per_epoch=1"],
                    env={"TRASH_DATA_ROOT": str(root)})
     check_ok(proc)
     log = (run_dir / "train.log").read_text()
     assert "from train0.json" in log and "from val0.json" in log
+    assert "Model cascade_rcnn: CascadeRCNN (backbone ResNet, neck FPN)" in log
     assert json.loads((run_dir / "summary.json").read_text())["fold"] == 0
 
 

@@ -136,6 +136,12 @@ class Trainer:
         # The number of classes comes from the data, once: the model config never repeats it.
         self.model = instantiate("model", cfg.model, num_classes=len(self.classes), _convert_="all")
         self.model.to(self.device)
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        parts = [f"{key} {cfg.model[key]._target_.rsplit('.', 1)[-1]}" for key in ("backbone", "neck")
+                 if "_target_" in cfg.model.get(key, {})]
+        log.info("Model %s: %s (%s), %.1fM parameters, %.1fM trainable", cfg.model.name, type(self.model).__name__,
+                 ", ".join(parts) or "no backbone/neck keys", total / 1e6, trainable / 1e6)
         params = [p for p in self.model.parameters() if p.requires_grad]
         make_optimizer = instantiate("schedule.optimizer", cfg.schedule.optimizer)  # a partial: params come next
         try:

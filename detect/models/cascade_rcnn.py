@@ -98,9 +98,8 @@ class CascadeRoIHeads(nn.Module):
     # ------------------------------------------------------------------ training
     def assign(self, stage: int, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
         """Labels (P,) (0 = background) and the matched ground-truth box (P, 4) of each proposal."""
-        if gt_boxes.numel() == 0:
-            return (torch.zeros(len(proposals), dtype=torch.int64, device=proposals.device),
-                    torch.zeros_like(proposals))
+        if gt_boxes.numel() == 0:  # all background; "matched" to themselves so box targets stay finite
+            return torch.zeros(len(proposals), dtype=torch.int64, device=proposals.device), proposals.clone()
         matched = self.matchers[stage](box_iou(gt_boxes, proposals))
         labels = gt_labels[matched.clamp(min=0)].to(torch.int64)
         labels[matched < 0] = 0  # below the stage's IoU threshold: background
@@ -175,9 +174,13 @@ class CascadeRoIHeads(nn.Module):
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
+class CascadeRCNN(GeneralizedRCNN):
+    """torchvision's two-stage skeleton (transform, backbone + neck, RPN, RoI heads) with CascadeRoIHeads."""
+
+
 def build_cascade_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], rpn: dict, roi: dict,
                        stages: dict, min_size: int, max_size: int, image_mean: Sequence[float],
-                       image_std: Sequence[float], size_divisible: int, name: str = "cascade_rcnn") -> GeneralizedRCNN:
+                       image_std: Sequence[float], size_divisible: int, name: str = "cascade_rcnn") -> CascadeRCNN:
     """Cascade R-CNN with the backbone, neck and RPN of Faster R-CNN and `len(stages.iou_thresholds)` box
     stages sharing one RoIAlign (7x7 over the neck levels of stride <= 32). Same input and output as
     `build_faster_rcnn`: labels 1..num_classes, boxes xyxy in pixels of the original image."""
@@ -197,4 +200,4 @@ def build_cascade_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[...
         smooth_l1_beta=stages["smooth_l1_beta"],
     )
     transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible)
-    return GeneralizedRCNN(body, region_proposal_network(body, rpn), heads, transform)
+    return CascadeRCNN(body, region_proposal_network(body, rpn), heads, transform)

@@ -13,9 +13,14 @@ from torchvision.ops import MultiScaleRoIAlign
 from detect.models.parts import BackboneWithNeck, image_transform, region_proposal_network, roi_feature_names
 
 
+class FasterRCNN(GeneralizedRCNN):
+    """torchvision's two-stage skeleton (transform, backbone + neck, RPN, RoIHeads) built from our parts;
+    torchvision's own FasterRCNN class would build its backbone, anchors and RoI levels itself."""
+
+
 def build_faster_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], rpn: dict, roi: dict,
                       min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
-                      size_divisible: int, name: str = "faster_rcnn") -> GeneralizedRCNN:
+                      size_divisible: int, name: str = "faster_rcnn") -> FasterRCNN:
     """Build the detector. `num_classes` counts the foreground classes (the data's class list);
     torchvision's background class 0 is added here, so predicted labels are 1..num_classes.
 
@@ -38,4 +43,4 @@ def build_faster_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[...,
         detections_per_img=roi["detections_per_img"],
     )
     transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible)
-    return GeneralizedRCNN(body, region_proposal_network(body, rpn), roi_heads, transform)
+    return FasterRCNN(body, region_proposal_network(body, rpn), roi_heads, transform)

@@ -2,8 +2,9 @@
 
 A neck is built as `Neck(in_channels=backbone.out_channels, in_strides=backbone.strides, **config)`
 (the config holds `_partial_: true`, so the model builder supplies the backbone's numbers). It maps the
-backbone's ordered dict of feature maps to its own, named by stride ("p3" = stride 2**3 = 8), and has
-`out_channels` (one int: every level has the same width, as the heads need) and `strides`.
+backbone's ordered dict of feature maps to its own levels, finest first (ours name them by stride,
+"p3" = stride 2**3 = 8), and has `out_channels` (one int: every level has the same width, as the
+heads need) and `strides` (one per output level).
 Add a neck of your own by writing a class with that contract in any importable file and pointing
 `model.neck._target_` at it (see the README, "Add a module").
 """

@@ -17,7 +17,8 @@ from detect.models.necks import level_name
 class BackboneWithNeck(nn.Module):
     """backbone -> neck, with the `out_channels` (int) torchvision's detectors read, and `strides`.
 
-    forward: normalized images (B, 3, H, W) -> {"p2": (B, out_channels, H/4, W/4), ...} (names by stride).
+    forward: normalized images (B, 3, H, W) -> {"p2": (B, out_channels, H/4, W/4), ...}, each level
+    named "p<log2 stride>" (the RoI heads pick their levels by these names).
     """
 
     def __init__(self, backbone: nn.Module, neck: Callable[..., nn.Module]):
@@ -36,7 +37,9 @@ class BackboneWithNeck(nn.Module):
         self.strides = list(self.neck.strides)
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.neck(self.body(images))
+        levels = self.neck(self.body(images)).values()
+        # Named here by stride, so a neck only has to return its levels finest first.
+        return OrderedDict((level_name(stride), x) for stride, x in zip(self.strides, levels))
 
 
 def anchor_generator(strides: Sequence[int], octave_base_scale: float, ratios: Sequence[float],
