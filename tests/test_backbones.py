@@ -95,3 +95,13 @@ def test_weights_load_from_a_local_file_and_other_depths_or_names_are_refused_cl
         ResNet(50, "ResNet50_Weights.NOPE", 1, True)
     with pytest.raises(ConfigError, match="depth=42"):
         ResNet(42)
+
+
+def test_random_weights_with_frozen_parts_warn_and_name_the_fix(caplog):
+    with caplog.at_level("WARNING", logger="detect"):
+        ResNet(18, None, frozen_stages=1, norm_eval=True)
+    assert "model.backbone.frozen_stages=-1 model.backbone.norm_eval=false" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="detect"):
+        ResNet(18, None, frozen_stages=-1, norm_eval=False)
+    assert not caplog.text

@@ -115,23 +115,58 @@ def test_boxes_passed_between_stages_are_detached():
     assert stages[1].bbox_pred.weight.grad is not None and stages[2].cls_score.weight.grad is not None
 
 
-class FixedStage(nn.Module):
-    """A stage whose outputs are given: logits for every RoI, zero deltas (boxes unchanged)."""
+def test_each_stage_learns_from_the_boxes_the_stage_before_refined_without_the_added_ground_truth():
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
-    def __init__(self, logits: list[float]):
+    model = small_cascade()
+    heads = model.roi_heads
+    heads.sampler = BalancedPositiveNegativeSampler(10_000, 0.25)  # keep every candidate: counts are exact
+    candidates = []
+    original = heads.assign
+
+    def recording_assign(stage, proposals, gt_boxes, gt_labels):
+        candidates.append((stage, len(proposals), len(gt_boxes)))
+        return original(stage, proposals, gt_boxes, gt_labels)
+
+    heads.assign = recording_assign
+    seeded_losses(model)
+    per_stage = {t: [(n, g) for s, n, g in candidates if s == t] for t in range(3)}
+    # Stage t+1 gets stage t's boxes (ground truth removed) plus the ground truth again: the same count.
+    # Were the refined ground-truth boxes passed on as well, each stage would grow by the number of boxes.
+    assert per_stage[0] == per_stage[1] == per_stage[2]
+    assert [g for _, g in per_stage[0]] == [2, 1]
+
+
+class FixedStage(nn.Module):
+    """A stage whose outputs are given: the same logits and deltas for every RoI."""
+
+    def __init__(self, logits: list[float], deltas: list[float] | None = None):
         super().__init__()
         self.logits = torch.tensor(logits)
+        self.deltas = torch.tensor(deltas or [0.0, 0.0, 0.0, 0.0])
 
     def forward(self, roi_features):
         n = roi_features.shape[0]
-        return self.logits.expand(n, -1), torch.zeros(n, 4)
+        return self.logits.expand(n, -1), self.deltas.expand(n, 4)
 
 
-def fixed_heads(stage_logits: list[list[float]], **kwargs) -> CascadeRoIHeads:
+def fixed_heads(stage_logits: list[list[float]], stage_deltas: list[list[float]] | None = None,
+                **kwargs) -> CascadeRoIHeads:
+    stages = [FixedStage(lg, d) for lg, d in zip(stage_logits, stage_deltas or [None] * len(stage_logits))]
     heads = CascadeRoIHeads(lambda features, boxes, shapes: torch.zeros(sum(len(b) for b in boxes), 1, 7, 7),
-                            [FixedStage(lg) for lg in stage_logits], [0.5, 0.6, 0.7], WEIGHTS, [1.0, 0.5, 0.25],
-                            **{"score_thresh": 0.0, **kwargs})
+                            stages, [0.5, 0.6, 0.7], WEIGHTS, [1.0, 0.5, 0.25], **{"score_thresh": 0.0, **kwargs})
     return heads.eval()
+
+
+def test_test_boxes_are_refined_by_every_stage_in_turn():
+    deltas = [[2.0, 0.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]]
+    heads = fixed_heads([[0.0, 5.0]] * 3, deltas)
+    box = torch.tensor([[10.0, 10.0, 50.0, 40.0]])  # 40 x 30 px, centre (30, 25)
+    out = heads({}, [box], [(100, 100)])[0][0]
+    # Stage 0 moves the centre +2/10 of the width (8 px), stage 1 +4/20 of the height (6 px),
+    # stage 2 scales the width by exp(3/15): one box, decoded three times with each stage's weights.
+    width = 40.0 * math.exp(3.0 / 15.0)
+    assert out["boxes"][0].tolist() == pytest.approx([38.0 - width / 2, 16.0, 38.0 + width / 2, 46.0], abs=1e-4)
 
 
 def test_test_scores_are_the_softmax_of_the_stages_averaged_logits():
@@ -194,6 +229,23 @@ def test_mmdetection_defaults_freeze_the_stem_layer1_and_batchnorm_inside_the_as
     assert all(p.grad is None for name in ("conv1", "layer1") for p in getattr(resnet, name).parameters())
     assert all(p.grad is not None for p in resnet.layer3.parameters())
     assert all(torch.equal(stats[k], v) for k, v in resnet.state_dict().items() if "running" in k)
+
+
+def test_under_autocast_the_stages_match_and_encode_boxes_in_float32():
+    """Mixed precision hands fp16/bf16 proposals from the RPN; rounding them would blur the 0.7-IoU stage."""
+    model = small_cascade()
+    seen = []
+    original = model.roi_heads.assign
+
+    def recording_assign(stage, proposals, gt_boxes, gt_labels):
+        seen.append((proposals.dtype, gt_boxes.dtype))
+        return original(stage, proposals, gt_boxes, gt_labels)
+
+    model.roi_heads.assign = recording_assign
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = seeded_losses(model)
+    assert set(seen) == {(torch.float32, torch.float32)} and len(seen) == 6
+    assert all(torch.isfinite(v) for v in losses.values())
 
 
 def test_cascade_rcnn_learns_four_demo_images(tmp_path):

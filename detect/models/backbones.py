@@ -15,6 +15,7 @@ feature maps and has two attributes the necks read: `out_channels` (channels of 
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.error
 from collections import OrderedDict
@@ -29,6 +30,8 @@ from torchvision.models.resnet import ResNet as TorchvisionResNet
 from torchvision.ops import FrozenBatchNorm2d
 
 from detect.errors import ConfigError, WeightsUnavailableError
+
+log = logging.getLogger("detect")
 
 # Blocks per stage of each depth (He et al. 2016, as torchvision builds them).
 RESNET_LAYERS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3]),
@@ -127,6 +130,11 @@ class ResNet(nn.Module):
             raise ConfigError(f"model.backbone.depth={depth} is not supported; choose one of {sorted(RESNET_LAYERS)}")
         if not -1 <= frozen_stages <= 4:
             raise ConfigError(f"model.backbone.frozen_stages={frozen_stages} must be between -1 and 4")
+        if not weights and (norm_eval or frozen_stages >= 0):
+            log.warning(
+                "model.backbone.weights is null but frozen_stages=%d / norm_eval=%s: randomly initialised layers "
+                "stay frozen and BatchNorm never normalises. From scratch, use model/backbone=resnet18 or set "
+                "model.backbone.frozen_stages=-1 model.backbone.norm_eval=false.", frozen_stages, norm_eval)
         block, layers = RESNET_LAYERS[depth]
         if block is BasicBlock and (groups, width_per_group) != (1, 64):
             raise ConfigError(f"model.backbone: ResNeXt groups/width_per_group need depth >= 50, not {depth}")

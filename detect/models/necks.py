@@ -38,12 +38,14 @@ def _select_inputs(in_channels: list[int], in_strides: list[int], start_level: i
 
 class ExtraConvLevels(ExtraFPNBlock):
     """Two extra levels (P6, P7) by 3x3 stride-2 convolutions, as RetinaNet and FCOS add them.
-    `from_input=True` starts from the backbone's last map (C5, MMDetection's 'on_input'), otherwise
-    from the neck's last output (P5, 'on_output'); a ReLU sits between P6 and P7."""
+    `from_input=True` starts from the backbone's last map (C5, MMDetection's 'on_input': RetinaNet,
+    P7 = conv(P6)); otherwise from the neck's last output (P5, 'on_output': FCOS, whose config also
+    sets relu_before_extra_convs, so P7 = conv(relu(P6)))."""
 
     def __init__(self, in_channels: int, out_channels: int, from_input: bool):
         super().__init__()
         self.from_input = from_input
+        self.relu_before = not from_input
         self.p6 = nn.Conv2d(in_channels if from_input else out_channels, out_channels, 3, 2, 1)
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
         for conv in (self.p6, self.p7):
@@ -52,7 +54,7 @@ class ExtraConvLevels(ExtraFPNBlock):
 
     def forward(self, results: list[torch.Tensor], x: list[torch.Tensor], names: list[str]):
         p6 = self.p6(x[-1] if self.from_input else results[-1])
-        p7 = self.p7(F.relu(p6))
+        p7 = self.p7(F.relu(p6) if self.relu_before else p6)
         return results + [p6, p7], names + ["p6", "p7"]
 
 
@@ -161,7 +163,9 @@ class BiFPN(nn.Module):
     max pooling up to `num_levels`, then `num_repeats` BiFPN layers with learned fusion weights.
 
     `norm="batch"` is EfficientDet's choice for large batches; `"group"` suits the small batches of
-    two-stage detectors on one GPU.
+    two-stage detectors on one GPU. Simplification: the first layer takes each level's one lateral
+    projection for both of its inputs (EfficientDet projects the backbone map again for the
+    bottom-up input).
     """
 
     def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256,
