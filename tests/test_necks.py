@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import pytest
 import torch
@@ -55,8 +56,6 @@ def test_roi_heads_pool_from_levels_of_stride_at_most_32():
         def forward(self, images):
             return features()
 
-    from functools import partial
-
     body = BackboneWithNeck(Backbone(), partial(FPN, out_channels=32, start_level=1))
     assert roi_feature_names(body) == ["p3", "p4", "p5"] and body.out_channels == 32
 
@@ -70,3 +69,12 @@ def test_bad_neck_settings_name_the_key():
         BiFPN(CHANNELS, STRIDES, num_levels=3)
     with pytest.raises(ConfigError, match="model.neck.norm='layer'"):
         BiFPN(CHANNELS, STRIDES, norm="layer")
+
+
+def test_a_key_left_over_from_another_neck_is_named_with_the_fix():
+    from detect.models.backbones import ResNet
+
+    with pytest.raises(ConfigError) as err:
+        BackboneWithNeck(ResNet(18, None, -1, False), partial(BiFPN, out_channels=32, extra="p6p7_c5"))
+    assert "model.neck (BiFPN)" in str(err.value) and "'extra'" in str(err.value)
+    assert "'~model.neck.<key>'" in str(err.value)

@@ -32,7 +32,14 @@ class BackboneWithNeck(nn.Module):
             raise ConfigError("model.neck must be a partial (_partial_: true) so the builder can pass the backbone's "
                               "channels and strides")
         self.body = backbone
-        self.neck = neck(in_channels=list(backbone.out_channels), in_strides=list(backbone.strides))
+        try:
+            self.neck = neck(in_channels=list(backbone.out_channels), in_strides=list(backbone.strides))
+        except TypeError as err:  # usually a key left over from the neck a config started from
+            name = getattr(getattr(neck, "func", neck), "__name__", str(neck))
+            raise ConfigError(
+                f"model.neck ({name}) does not take its arguments: {err}. A key left over from another neck "
+                f"(e.g. model=retinanet model/neck=bifpn keeps RetinaNet's neck.extra) can be removed on the command "
+                f"line: '~model.neck.<key>'.") from err
         self.out_channels = int(self.neck.out_channels)
         self.strides = list(self.neck.strides)
 
