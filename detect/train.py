@@ -25,13 +25,14 @@ def train(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from detect.engine.provenance import provenance
     from detect.engine.trainer import Trainer
     from detect.errors import DetectError
 
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     try:
-        return Trainer(cfg, run_dir).fit()
+        return Trainer(cfg, run_dir, provenance(hydra_cfg.overrides.task)).fit()
     except DetectError as err:
         # A user-facing problem: one clear message, no traceback. The run dir records it as failed.
         # (The trainer unwraps hydra's InstantiationException, so builders' errors arrive here as they are.)

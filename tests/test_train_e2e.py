@@ -51,6 +51,10 @@ def test_one_iteration_run_writes_every_file_of_the_run_directory(tiny_demo_root
     assert summary["status"] == "finished" and summary["member"] == "tester" and summary["best_epoch"] == 1
     assert summary["best_checkpoint"].endswith("best_bbox_mAP_50_epoch_1.pth")
     assert summary["experiment"] == "faster_rcnn_r18_demo_demo"
+    # Provenance: the command-line overrides, the code's commit and the library versions.
+    assert f"data.root={tiny_demo_root}" in summary["overrides"]
+    assert len(summary["git"]["commit"]) == 40 and isinstance(summary["git"]["dirty"], bool)
+    assert summary["versions"]["torch"] and summary["versions"]["torchvision"] and summary["versions"]["detect"]
 
 
 def test_seeded_runs_repeat_their_losses(tiny_demo_root, tmp_path):

@@ -70,7 +70,7 @@ def format_losses(record: dict) -> str:
 class Trainer:
     """Holds what one run needs; `fit()` is the whole story, top to bottom."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, provenance: dict | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -94,6 +94,7 @@ class Trainer:
             epochs=cfg.schedule.epochs,
             seed=rt.seed,
             started=time.strftime("%Y-%m-%d %H:%M:%S"),
+            **(provenance or {}),  # overrides, git commit and dirty flag, library versions
         )
         self.best_score: float | None = None
         self.best_epoch: int | None = None
