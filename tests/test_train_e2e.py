@@ -165,6 +165,33 @@ def test_a_failing_job_of_a_sweep_does_not_stop_the_others(tiny_demo_root, tmp_p
     for job in ("0", "1"):  # both jobs ran, each failed on its own missing fold file
         summary = json.loads((tmp_path / "sweep" / job / "summary.json").read_text())
         assert summary["status"] == "failed" and f"train{7 + int(job)}.json" in summary["error"]
+    table = (tmp_path / "sweep" / "sweep_summary.md").read_text()
+    assert "| 0 | model=faster_rcnn data=trash data.fold=7 | failed |" in table
+    assert "| 1 | model=faster_rcnn data=trash data.fold=8 | failed |" in table
+    assert "Sweep " in proc.stdout and "data.fold=8 | failed" in proc.stdout
+
+
+def test_a_kfold_sweep_writes_a_cross_validation_report(tiny_demo_root, tmp_path):
+    from detect.data.kfold import write_splits
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_demo_root, root)
+    write_splits(root / "train.json", num_folds=2, seed=411)
+    sweep = tmp_path / "sweep"
+    # Fold 0 trains; fold 9 has no files and fails: the report says which folds it averages.
+    proc = run_cli(["-m", *tiny_train_args(root, tmp_path / "unused", "schedule.epochs=1",
+                                           "runtime.max_iters_per_epoch=1"), "data.fold=0,1,9",
+                    f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    statuses = [json.loads((sweep / j / "summary.json").read_text())["status"] for j in ("0", "1", "2")]
+    assert statuses == ["finished", "finished", "failed"]
+    report = json.loads((sweep / "cv_report.json").read_text())
+    assert len(report) == 1 and report[0]["folds"] == [0, 1, 9] and report[0]["folds_finished"] == [0, 1]
+    scores = [json.loads((sweep / j / "summary.json").read_text())["best_score"] for j in ("0", "1")]
+    assert report[0]["best_score"]["mean"] == pytest.approx(sum(scores) / 2)
+    assert report[0]["best_score"]["std"] == pytest.approx(abs(scores[0] - scores[1]) / 2)
+    assert set(report[0]["classwise_AP50"]) <= set(TRASH_CLASSES) and report[0]["classwise_AP50"]
+    assert "| Paper |" in (sweep / "cv_report.md").read_text() and "Cross-validation:" in proc.stdout
 
 
 def test_a_corrupt_image_read_in_a_loader_worker_is_named_without_a_traceback(tiny_demo_root, tmp_path):

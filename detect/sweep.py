@@ -1,0 +1,142 @@
+"""After a multirun (`-m`): a summary table of every job, and for k-fold sweeps a cross-validation report.
+
+A Hydra callback (`hydra.callbacks.sweep_summary` in conf/train.yaml) calls `summarize_sweep` when all
+jobs are done. It reads only the jobs' files (`.hydra/overrides.yaml`, `summary.json`, `metrics.jsonl`),
+so it can also be run by hand on a finished sweep folder: `python -m detect.sweep <sweep dir>`.
+Imports no torch: it runs in the launching process.
+
+Written into the sweep folder:
+- `sweep_summary.md` / `.json`: job, overrides, status, best score of the monitored metric and its epoch;
+- `cv_report.md` / `.json` when jobs differ in `data.fold` only: per group of otherwise equal overrides,
+  mean and std (population, over the folds that finished) of the best score, and of each class's AP50
+  at each fold's best epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def read_job(job_dir: Path) -> dict:
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    summary_file = job_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return {"job": job_dir.name, "dir": str(job_dir), "overrides": overrides,
+            "status": summary.get("status", "no summary (died before training started)"),
+            "monitor": summary.get("monitor"), "best_score": summary.get("best_score"),
+            "best_epoch": summary.get("best_epoch"), "fold": summary.get("fold"), "error": summary.get("error")}
+
+
+def jobs_of(sweep_dir: Path) -> list[dict]:
+    job_dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    return [read_job(d) for d in sorted(job_dirs, key=lambda d: (len(d.name), d.name))]
+
+
+def best_epoch_classwise_ap50(job: dict) -> dict[str, float | None]:
+    metrics = Path(job["dir"]) / "metrics.jsonl"
+    if job["best_epoch"] is None or not metrics.is_file():
+        return {}
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("mode") == "val" and record.get("epoch") == job["best_epoch"]:
+            return {name: ap["AP50"] for name, ap in record["classwise"].items()}
+    return {}
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values)} if values else {
+        "mean": None, "std": None, "n": 0}
+
+
+def summary_table(jobs: list[dict]) -> str:
+    monitor = next((j["monitor"] for j in jobs if j["monitor"]), "bbox_mAP_50")
+    lines = [f"| job | overrides | status | best {monitor} | epoch |", "| --- | --- | --- | ---: | ---: |"]
+    for j in jobs:
+        lines.append(f"| {j['job']} | {' '.join(j['overrides']) or '(none)'} | {j['status']} | "
+                     f"{_fmt(j['best_score'])} | {_fmt(j['best_epoch'])} |")
+    return "\n".join(lines)
+
+
+def cross_validation(jobs: list[dict]) -> list[dict]:
+    """Groups of jobs equal but for data.fold, with mean/std of the best score and per-class AP50."""
+    groups: dict[tuple, list[dict]] = {}
+    for j in jobs:
+        if any(o.startswith("data.fold=") for o in j["overrides"]):
+            key = tuple(o for o in j["overrides"] if not o.startswith("data.fold="))
+            groups.setdefault(key, []).append(j)
+    reports = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        done = [j for j in members if j["status"] == "finished" and j["best_score"] is not None]
+        per_class: dict[str, list[float]] = {}
+        for j in done:
+            for name, ap50 in best_epoch_classwise_ap50(j).items():
+                per_class.setdefault(name, [])
+                if ap50 is not None:
+                    per_class[name].append(ap50)
+        reports.append({
+            "overrides": list(key), "folds": [j["fold"] for j in members],
+            "folds_finished": [j["fold"] for j in done], "monitor": members[0]["monitor"] or "bbox_mAP_50",
+            "best_score": _mean_std([j["best_score"] for j in done]),
+            "classwise_AP50": {name: _mean_std(values) for name, values in per_class.items()},
+        })
+    return reports
+
+
+def cv_markdown(reports: list[dict]) -> str:
+    parts = []
+    for r in reports:
+        s = r["best_score"]
+        parts.append(f"## {' '.join(r['overrides']) or '(no other overrides)'}\n\n"
+                     f"folds {r['folds']}, finished {r['folds_finished']}: best {r['monitor']} "
+                     f"mean {_fmt(s['mean'])} std {_fmt(s['std'])}\n\n| class | AP50 mean | AP50 std | folds |\n"
+                     "| --- | ---: | ---: | ---: |\n"
+                     + "\n".join(f"| {name} | {_fmt(c['mean'])} | {_fmt(c['std'])} | {c['n']} |"
+                                 for name, c in r["classwise_AP50"].items()))
+    return "\n\n".join(parts) + "\n"
+
+
+def summarize_sweep(sweep_dir: str | Path) -> str:
+    """Write the sweep summary (and the CV report when folds vary) into `sweep_dir`; return the text shown."""
+    sweep_dir = Path(sweep_dir)
+    jobs = jobs_of(sweep_dir)
+    table = summary_table(jobs)
+    (sweep_dir / "sweep_summary.md").write_text(table + "\n")
+    (sweep_dir / "sweep_summary.json").write_text(json.dumps(jobs, indent=2) + "\n")
+    text = f"Sweep {sweep_dir}: {len(jobs)} jobs\n{table}"
+    reports = cross_validation(jobs)
+    if reports:
+        (sweep_dir / "cv_report.md").write_text(cv_markdown(reports))
+        (sweep_dir / "cv_report.json").write_text(json.dumps(reports, indent=2) + "\n")
+        text += "\n\nCross-validation:\n" + "\n".join(
+            f"  {' '.join(r['overrides']) or '(all)'}: {r['monitor']} mean {_fmt(r['best_score']['mean'])} "
+            f"std {_fmt(r['best_score']['std'])} over folds {r['folds_finished']}" for r in reports)
+        text += f"\n  per-class AP50: {sweep_dir / 'cv_report.md'}"
+    return text
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarize the sweep when every job has run."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            print(summarize_sweep(sweep_dir), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python -m detect.sweep <sweep folder>")
+    print(summarize_sweep(sys.argv[1]))
