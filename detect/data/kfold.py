@@ -81,15 +81,13 @@ def split_files(coco: dict, num_folds: int, seed: int) -> dict[str, dict]:
 def fold_report(coco: dict, files: dict[str, dict], num_folds: int) -> str:
     """Per val fold: images, boxes and each class's share of its boxes (1/k is perfectly even)."""
     names = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
-    _, totals = class_counts(coco)
-    totals = np.maximum(totals.sum(axis=0), 1)
+    per_fold = [class_counts(files[f"val{k}.json"])[1].sum(axis=0) for k in range(num_folds)]
+    totals = np.maximum(sum(per_fold), 1)  # the val folds together hold every box once
     lines = [f"{'fold':<6}{'images':>8}{'boxes':>8}  share of each class's boxes (even = {1 / num_folds:.3f})"]
-    for k in range(num_folds):
+    for k, counts in enumerate(per_fold):
         val = files[f"val{k}.json"]
-        _, counts = class_counts(val)
-        shares = counts.sum(axis=0) / totals
         lines.append(f"{k:<6}{len(val['images']):>8}{len(val['annotations']):>8}  "
-                     + " ".join(f"{s:.3f}" for s in shares))
+                     + " ".join(f"{share:.3f}" for share in counts / totals))
     lines.append("classes: " + ", ".join(names))
     return "\n".join(lines)
 

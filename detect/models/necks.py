@@ -72,16 +72,17 @@ class FPN(nn.Module):
         if extra not in FPN_EXTRAS:
             raise ConfigError(f"model.neck.extra={extra!r} is not one of {FPN_EXTRAS}")
         used_channels, used_strides = in_channels[start_level:], in_strides[start_level:]
-        extra_strides = {"none": [], "max_pool": [used_strides[-1] * 2],
-                         "p6p7_c5": [used_strides[-1] * 2, used_strides[-1] * 4]}
-        extra_strides["p6p7_p5"] = extra_strides["p6p7_c5"]
-        extra_block = {"none": None, "max_pool": LastLevelMaxPool(),
-                       "p6p7_c5": ExtraConvLevels(used_channels[-1], out_channels, from_input=True),
-                       "p6p7_p5": ExtraConvLevels(used_channels[-1], out_channels, from_input=False)}[extra]
+        # Only the chosen extra block is built: building the others would draw random weights for nothing.
+        if extra == "max_pool":
+            extra_block, num_extra = LastLevelMaxPool(), 1
+        elif extra in ("p6p7_c5", "p6p7_p5"):
+            extra_block, num_extra = ExtraConvLevels(used_channels[-1], out_channels, extra == "p6p7_c5"), 2
+        else:
+            extra_block, num_extra = None, 0
         self.start_level = start_level
         self.fpn = FeaturePyramidNetwork(used_channels, out_channels, extra_blocks=extra_block)
         self.out_channels = out_channels
-        self.strides = used_strides + extra_strides[extra]
+        self.strides = used_strides + [used_strides[-1] * 2 ** (k + 1) for k in range(num_extra)]
 
     def forward(self, features: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
         used = OrderedDict(list(features.items())[self.start_level:])
