@@ -6,7 +6,8 @@ so it can also be run by hand on a finished sweep folder: `python -m detect.swee
 Imports no torch: it runs in the launching process.
 
 Written into the sweep folder:
-- `sweep_summary.md` / `.json`: job, overrides, status, best score of the monitored metric and its epoch;
+- `sweep_summary.md` / `.json`: the overrides all jobs share, then per job the overrides that differ,
+  status, best score of the monitored metric and its epoch;
 - `cv_report.md` / `.json` when jobs differ in `data.fold` only: per group of otherwise equal overrides,
   mean and std (population, over the folds that finished) of the best score, and of each class's AP50
   at each fold's best epoch.
@@ -59,11 +60,23 @@ def _mean_std(values: list[float]) -> dict:
         "mean": None, "std": None, "n": 0}
 
 
+def common_overrides(jobs: list[dict]) -> list[str]:
+    """Overrides every job shares (the sweep's fixed settings), in the first job's order."""
+    if len(jobs) < 2:
+        return []
+    shared = set.intersection(*(set(j["overrides"]) for j in jobs))
+    return [o for o in jobs[0]["overrides"] if o in shared]
+
+
 def summary_table(jobs: list[dict]) -> str:
+    """Markdown: the overrides all jobs share once, then one row per job with what differs."""
     monitor = next((j["monitor"] for j in jobs if j["monitor"]), "bbox_mAP_50")
-    lines = [f"| job | overrides | status | best {monitor} | epoch |", "| --- | --- | --- | ---: | ---: |"]
+    common = common_overrides(jobs)
+    lines = [f"Common overrides: {' '.join(common)}", ""] if common else []
+    lines += [f"| job | overrides | status | best {monitor} | epoch |", "| --- | --- | --- | ---: | ---: |"]
     for j in jobs:
-        lines.append(f"| {j['job']} | {' '.join(j['overrides']) or '(none)'} | {j['status']} | "
+        varying = [o for o in j["overrides"] if o not in common]
+        lines.append(f"| {j['job']} | {' '.join(varying) or '(none)'} | {j['status']} | "
                      f"{_fmt(j['best_score'])} | {_fmt(j['best_epoch'])} |")
     return "\n".join(lines)
 

@@ -104,4 +104,6 @@ def test_every_experiment_composes_and_names_its_command_first():
         {key: OmegaConf.to_container(cfg[key], resolve=True) for key in GROUPS}
         lines = (CONF / "experiment" / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package _global_"
-        assert lines[1] == f"# python -m detect.train experiment={name}"
+        assert lines[1].startswith("# python -m detect.train ") and f" experiment={name}" in lines[1], lines[1]
+        if name.split("/")[0].startswith("member_"):  # a member's experiment files its runs under that member
+            assert cfg.member == name.split("/")[0] and cfg.run_name == name.split("/", 1)[1]
