@@ -29,6 +29,7 @@ from detect.engine.loop import evaluate, train_one_epoch
 from detect.engine.lr_schedule import lr_factor
 from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
 from detect.engine.run_files import MetricsLog, RunSummary
+from detect.engine.wandb_logger import WandbLogger
 from detect.errors import CheckpointError, ConfigError, DetectError
 from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 
@@ -99,6 +100,9 @@ class Trainer:
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.best_path: Path | None = None
+        self.overrides = list((provenance or {}).get("overrides", []))
+        self.wandb = WandbLogger()  # optional W&B mirror of the logs; never stops training
+        self.wandb_resume_id: str | None = None  # the W&B run a resumed checkpoint belongs to
 
     # ---------------------------------------------------------------- setup
     def check_runtime(self) -> None:
@@ -194,6 +198,7 @@ class Trainer:
             if Path(old_best).resolve() != self.best_path.resolve():
                 shutil.copy2(old_best, self.best_path)  # the continued run keeps its best file
         restore_rng_states(state["rng"])
+        self.wandb_resume_id = state.get("wandb_run_id")
         self.summary.update(best_score=self.best_score, best_epoch=self.best_epoch, epochs_done=self.start_epoch,
                             best_checkpoint=str(self.best_path) if self.best_path else None,
                             resumed_from=state["path"])
@@ -215,7 +220,11 @@ class Trainer:
             "monitor": self.monitor,
             "rng": rng_states(),
             "classes": list(self.classes),
+            # json category id of each class, in class order: predictions on a test.json that lists no
+            # categories still get the training json's ids
+            "category_ids": [self.train_set.category_of_label[label] for label in range(1, len(self.classes) + 1)],
             "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "wandb_run_id": self.wandb.run_id or self.wandb_resume_id,  # a resume continues this W&B run
         }
 
     def save_epoch_checkpoints(self, epoch: int) -> dict:
@@ -248,6 +257,7 @@ class Trainer:
     def log_train(self, record: dict) -> None:
         log.info(format_losses(record))
         self.metrics.write(record)
+        self.wandb.log_train(record)
 
     def evaluate(self, epoch: int) -> None:
         tic = time.perf_counter()
@@ -256,6 +266,7 @@ class Trainer:
                  time.perf_counter() - tic, format_classwise_table(metrics))
         log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))
         self.metrics.write({"mode": "val", "epoch": epoch, "iter": self.iteration, **metrics})
+        self.wandb.log_eval(epoch, self.iteration, metrics)
         self.update_best(epoch, metrics[self.monitor])
 
     def fit(self) -> float | None:
@@ -263,6 +274,9 @@ class Trainer:
         try:
             self.build()
             cfg, rt = self.cfg, self.cfg.runtime
+            self.wandb.start(cfg, self.run_dir, self.overrides, resume_id=self.wandb_resume_id)
+            if self.wandb.run_id:
+                self.summary.update(wandb_run_id=self.wandb.run_id)
             epochs = cfg.schedule.epochs
             log.info("Training %s for %d epochs (%d iterations each) on %s; run dir %s", cfg.model.name, epochs,
                      self.iters_per_epoch, self.device, self.run_dir)
@@ -279,6 +293,7 @@ class Trainer:
                     self.evaluate(done)
                 self.save_epoch_checkpoints(done)
                 self.summary.update(epochs_done=done, last_checkpoint=str(self.ckpt_dir / "last.pth"))
+            self.wandb.log_best_checkpoint(self.best_path, {self.monitor: self.best_score, "epoch": self.best_epoch})
             self.summary.update(status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             if self.best_path is None:
                 log.info("Finished %d epochs without evaluation (no val split); last checkpoint: %s", epochs,
@@ -294,3 +309,5 @@ class Trainer:
             self.summary.update(status="failed", error=f"{type(err).__name__}: {err}",
                                 finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             raise
+        finally:
+            self.wandb.finish(self.summary.data["status"])  # exit code 0 when finished, else 1
