@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -20,6 +21,19 @@ def member_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "unknown"
 
 
+def test_dir(run: str | None, checkpoint: str, member: str) -> str:
+    """Where `detect.test` writes: `<run dir>/test`, or `<run dir>/test` of a checkpoint that sits
+    in a run's checkpoints/ folder, else `outputs/<member>/test` (a loose .pth)."""
+    if run not in (None, "", "None", "null"):
+        return f"{str(run).rstrip('/')}/test"
+    path = Path(str(checkpoint)).expanduser()
+    if path.suffix == ".pth" and path.parent.name == "checkpoints":
+        return str(path.parent.parent / "test")
+    return f"outputs/{member}/test"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("detect.member"):
         OmegaConf.register_new_resolver("detect.member", member_name)
+    if not OmegaConf.has_resolver("detect.test_dir"):
+        OmegaConf.register_new_resolver("detect.test_dir", test_dir)

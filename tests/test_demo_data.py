@@ -83,3 +83,16 @@ def test_two_processes_generating_at_once_both_end_with_the_complete_set(tmp_pat
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(json.loads((root / "train.json").read_text())["images"]) == 6
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo-")]  # no temp folders left
+
+
+def test_a_users_own_folder_is_never_replaced_by_demo_data(tmp_path):
+    import pytest
+
+    from detect.errors import DataConfigError
+
+    own = tmp_path / "my_data"
+    own.mkdir()
+    (own / "train.json").write_text('{"images": []}')
+    with pytest.raises(DataConfigError, match="is not a generated demo set"):
+        ensure_demo_data(own, seed=0, num_train=2, num_val=1, min_px=64, max_px=64)
+    assert (own / "train.json").read_text() == '{"images": []}' and len(list(own.iterdir())) == 1

@@ -63,16 +63,19 @@ def check_root(data: DictConfig, splits: list[str]) -> Path:
     return root
 
 
-def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] | None = None) -> CocoDetection:
+def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] | None = None,
+                  categories: list[dict] | None = None) -> CocoDetection:
     """The data set of `split`. `classes` (e.g. the training set's) fixes the label order; by
-    default it is `data.classes`, or the json's categories when that is null."""
+    default it is `data.classes`, or the json's categories when that is null. `categories` stand in
+    for a json that lists none (a test file of image entries only)."""
     root = check_root(data, [split])
     ann = annotation_files(data)[split]
     transforms = RandomHorizontalFlip(data.hflip_prob) if train else None
     if classes is None and data.get("classes") is not None:
         classes = list(data.classes)
     dataset = CocoDetection(root, root / ann, classes=classes, transforms=transforms,
-                            keep_empty=not train or data.get("train_keep_empty", False))
+                            keep_empty=not train or data.get("train_keep_empty", False),
+                            fallback_categories=categories)
     if len(dataset) == 0:
         raise DataConfigError(
             f"{root / ann} has no usable images for {split} (images without boxes are left out of training "

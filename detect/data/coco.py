@@ -20,13 +20,15 @@ def load_coco_json(path: Path) -> dict:
         raise DataConfigError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
 
 
-def resolve_classes(coco: dict, classes: list[str] | None, ann_file: Path) -> tuple[list[str], dict[int, int]]:
+def resolve_classes(coco: dict, classes: list[str] | None, ann_file: Path,
+                    fallback_categories: list[dict] | None = None) -> tuple[list[str], dict[int, int]]:
     """Return the class names and a map category_id -> contiguous label 1..K (0 is background).
 
     With `classes` given, the json's category names must match them (any order of ids);
-    without, the classes are the json's categories sorted by id.
+    without, the classes are the json's categories sorted by id. A json without categories (a
+    competition's test file may list only images) takes `fallback_categories` (the training run's).
     """
-    categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
+    categories = sorted(coco.get("categories") or fallback_categories or [], key=lambda c: c["id"])
     json_names = [c["name"] for c in categories]
     if classes is None:
         classes = json_names
@@ -51,11 +53,12 @@ class CocoDetection(Dataset):
     """
 
     def __init__(self, root: str | Path, ann_file: str | Path, classes: list[str] | None = None,
-                 transforms=None, keep_empty: bool = True):
+                 transforms=None, keep_empty: bool = True, fallback_categories: list[dict] | None = None):
         self.root = Path(root)
         self.ann_file = Path(ann_file)
         self.coco = load_coco_json(self.ann_file)
-        self.classes, self.label_of_category = resolve_classes(self.coco, classes, self.ann_file)
+        self.classes, self.label_of_category = resolve_classes(self.coco, classes, self.ann_file,
+                                                               fallback_categories)
         self.category_of_label = {label: cat for cat, label in self.label_of_category.items()}
         self.transforms = transforms
         boxes_of_image: dict[int, list[dict]] = {img["id"]: [] for img in self.coco["images"]}

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from detect.errors import DataConfigError
+
 TRASH_CLASSES = [
     "General trash",
     "Paper",
@@ -367,6 +369,13 @@ def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 32
     spec = demo_spec(seed, num_train, num_val, min_px, max_px)
     if _matches(root, spec):
         return root
+    if root.exists() and any(root.iterdir()) and not (root / STAMP_FILE).is_file():
+        # Only a demo set we generated (it has the stamp) is ever replaced: never a user's folder.
+        raise DataConfigError(
+            f"data.root={root} is not empty and is not a generated demo set ({STAMP_FILE} is missing), so the "
+            "demo data is not written there. Use data=coco (or data=trash) for your own data, or point "
+            "data.root of data=demo at a new folder."
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
     try:

@@ -1,0 +1,164 @@
+"""Evaluate or predict with a trained detector.
+
+    python -m detect.test run=outputs/me/cascade_rcnn_trash/2026-11-27_10-00-00              # eval, best
+    python -m detect.test run=<run dir> checkpoint=last mode=predict                           # submission
+    python -m detect.test checkpoint=path/to/model.pth mode=predict data.root=/path/to/trash
+
+The checkpoint carries the composed config of its run and the class list, so the model, the data
+and the label order come from it; conf/test.yaml's keys change only how the test runs.
+- mode=eval: COCO metrics on the val split (the run's val file, or val{k}.json of its fold), the
+  classwise table in test.log and `metrics.json`: the numbers the trainer logged for that epoch.
+- mode=predict: every image of test.json -> `predictions.bbox.json` (COCO results, xywh pixels) and
+  `submission.csv` (the competition format, see detect/evaluation/submission.py).
+Results go to `<run dir>/test/<mode>_<time>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from detect.config import register_resolvers
+from detect.errors import ConfigError, DetectError
+
+log = logging.getLogger("detect")
+register_resolvers()
+
+
+def find_checkpoint(run: str | None, checkpoint: str) -> Path:
+    """The .pth file that `run` + `checkpoint` name (best | last | epoch_N | a path)."""
+    named = checkpoint in ("best", "last") or re.fullmatch(r"epoch_\d+", str(checkpoint))
+    if run is None:
+        path = Path(str(checkpoint)).expanduser()
+        if named or not path.is_file():
+            raise ConfigError(f"checkpoint={checkpoint} needs run=<run dir>, or give the path of an existing .pth file "
+                              f"(checkpoint=path/to/file.pth).")
+        return path
+    ckpt_dir = Path(run).expanduser() / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise ConfigError(f"run={run} has no checkpoints/ folder: give a run directory "
+                          "(outputs/<member>/<run_name>/<time>) or checkpoint=<path>.pth without run.")
+    available = sorted(p.name for p in ckpt_dir.glob("*.pth"))
+    if checkpoint == "best":
+        best = sorted(ckpt_dir.glob("best_*.pth"))
+        if len(best) == 1:
+            return best[0]
+        why = "none (the run never evaluated)" if not best else f"several: {[p.name for p in best]}"
+        raise ConfigError(f"checkpoint=best: {ckpt_dir} holds {why}. Name one: checkpoint=last, "
+                          f"checkpoint=epoch_N or a path. Available: {available}")
+    path = ckpt_dir / f"{checkpoint}.pth" if named else Path(str(checkpoint)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"checkpoint={checkpoint}: {path} does not exist. Available in {ckpt_dir}: {available}")
+    return path
+
+
+def run_config(state: dict, cfg: DictConfig) -> DictConfig:
+    """The checkpoint's config with this test's changes: data keys, batch size, score threshold and
+    detections per image (two-stage models keep them under model.roi, one-stage under model.head)."""
+    run_cfg = OmegaConf.create(state["config"])
+    for key, value in cfg.data.items():
+        if value is not None:
+            run_cfg.data[key] = value
+    if cfg.data.root is not None and "demo" in run_cfg.data:
+        del run_cfg.data["demo"]  # a demo-trained model pointed at other data: read it, never generate there
+    if cfg.batch_size is not None:
+        run_cfg.data.batch_size = cfg.batch_size
+    test_head = run_cfg.model.get("roi") or run_cfg.model.get("head")
+    if test_head is None or "score_thresh" not in test_head:
+        raise ConfigError(f"model {run_cfg.model.name} has no roi/head score_thresh key: score_threshold cannot apply.")
+    test_head.score_thresh = float(cfg.score_threshold)
+    test_head.detections_per_img = int(cfg.max_detections)
+    return run_cfg
+
+
+def run_test(cfg: DictConfig, out_dir: Path) -> dict:
+    """Load the checkpoint, build its model and data, then evaluate or predict. Returns the metrics
+    (eval) or a summary of the predictions (predict)."""
+    import torch
+
+    from detect.data.build import annotation_files, build_dataset, build_loader
+    from detect.engine.checkpoint import load_checkpoint
+    from detect.engine.loop import predict
+    from detect.engine.trainer import instantiate, select_device
+    from detect.engine.tta import predict_tta
+    from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
+    from detect.evaluation.submission import submission_rows, write_submission
+
+    if cfg.mode not in ("eval", "predict"):
+        raise ConfigError(f"mode={cfg.mode} is not a mode: use mode=eval (metrics on val) or mode=predict "
+                          "(submission).")
+    path = find_checkpoint(cfg.run, cfg.checkpoint)
+    state = load_checkpoint(path)
+    run_cfg = run_config(state, cfg)
+    classes = list(state["classes"])
+    device = select_device(cfg.device)
+    model = instantiate("model", run_cfg.model, num_classes=len(classes), _convert_="all")
+    model.load_state_dict(state["model"])
+    model.to(device)
+    log.info("Checkpoint %s: model %s after epoch %s, %d classes", path, run_cfg.model.name, state.get("epoch"),
+             len(classes))
+
+    split = "val" if cfg.mode == "eval" else "test"
+    ann = annotation_files(run_cfg.data)[split]
+    if ann is None:
+        raise ConfigError(f"mode={cfg.mode} needs the {split} file, but the run's data has none "
+                          f"(data={run_cfg.data.name}): set data.{split}_ann=<file> or, for a k-fold run, data.fold=k.")
+    # The run's categories stand in for a test.json that lists none (competition test files may not).
+    categories = [{"id": cat, "name": name} for name, cat in zip(classes, state.get("category_ids") or [])] or None
+    dataset = build_dataset(run_cfg.data, split, train=False, classes=classes, categories=categories)
+    loader = build_loader(dataset, run_cfg.data.batch_size, False, cfg.workers, 0, device.type == "cuda")
+    torch.set_grad_enabled(False)
+    category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]
+
+    if cfg.tta:
+        if cfg.tta_merge not in ("wbf", "nms"):
+            raise ConfigError(f"tta_merge={cfg.tta_merge} is not a merge method: use wbf or nms.")
+        base = int(run_cfg.data.min_size)
+        scales = list(cfg.tta_scales) if cfg.tta_scales else [round(base * f / 32) * 32 for f in (0.8, 1.0, 1.2)]
+        log.info("TTA: scales %s%s, merged by %s at IoU %s", scales, " with flips" if cfg.tta_flip else "",
+                 cfg.tta_merge, cfg.tta_iou_thr)
+        results = predict_tta(model, loader, device, dataset.category_of_label, scales, cfg.tta_flip, cfg.tta_merge,
+                              cfg.tta_iou_thr, int(cfg.max_detections))
+    else:
+        results = predict(model, loader, device, dataset.category_of_label)
+
+    if cfg.mode == "eval":
+        metrics = evaluate_boxes(dataset.coco, results, classes, category_ids)
+        log.info("Evaluation of %s on %s (%d images%s):\n%s", path.name, dataset.ann_file, len(dataset),
+                 ", TTA" if cfg.tta else "", format_classwise_table(metrics))
+        log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))
+        record = {"checkpoint": str(path), "epoch": state.get("epoch"), "ann_file": str(dataset.ann_file),
+                  "tta": bool(cfg.tta), **metrics}
+        (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        return metrics
+
+    (out_dir / "predictions.bbox.json").write_text(json.dumps(results) + "\n")
+    write_submission(out_dir / "submission.csv", submission_rows(results, dataset.images, category_ids))
+    empty = len(dataset.images) - len({r["image_id"] for r in results})
+    log.info("Predicted %d images of %s: %d detections (score >= %s, at most %d per image; %d images without any)",
+             len(dataset), dataset.ann_file, len(results), cfg.score_threshold, cfg.max_detections, empty)
+    log.info("Wrote %s and %s", out_dir / "predictions.bbox.json", out_dir / "submission.csv")
+    return {"images": len(dataset), "detections": len(results), "submission": str(out_dir / "submission.csv")}
+
+
+@hydra.main(config_path="../conf", config_name="test", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from detect.train import user_message
+
+    try:
+        run_test(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except DetectError as err:
+        log.error("%s", user_message(err))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
