@@ -105,3 +105,36 @@ def test_ensemble_names_a_bad_input(tmp_path, capsys):
     assert "bad.csv line 2: image_id 'test/9.jpg' is not a file_name" in capsys.readouterr().err
     assert ensemble_main([str(tmp_path / "bad.csv"), str(tmp_path / "bad.csv"), "--weights", "1",
                           "--images", str(tmp_path / "images.json"), "--out", str(tmp_path / "o.csv")]) == 2
+
+
+def test_our_fusion_agrees_with_ensemble_boxes_on_random_cases():
+    """The reference implementation (ensemble-boxes, a dev dependency): WBF boxes and scores equal;
+    NMS equal once its scores (x weight / sum of weights) are put on our scale (x weight / max weight);
+    soft-NMS keeps the same boxes (ensemble-boxes returns their undecayed scores, we the decayed ones)."""
+    eb = pytest.importorskip("ensemble_boxes", reason="ensemble-boxes is a dev dependency (pip install -e '.[dev]')")
+    rng = np.random.default_rng(0)
+
+    def random_detections(n):
+        xy, wh = rng.uniform(0, 0.8, (n, 2)), rng.uniform(0.05, 0.3, (n, 2))
+        return Detections(np.clip(np.hstack([xy, xy + wh]), 0, 1), rng.uniform(0.05, 1, n), rng.integers(0, 3, n))
+
+    def rows(boxes, scores, labels, with_scores=True):
+        return sorted((int(lb), round(float(s), 5) if with_scores else 0, np.round(b, 5).tolist())
+                      for b, s, lb in zip(boxes, scores, labels))
+
+    for _ in range(100):
+        inputs = [random_detections(int(rng.integers(1, 25))) for _ in range(int(rng.integers(2, 4)))]
+        weights = list(rng.uniform(0.5, 2, len(inputs)))
+        iou_thr, skip_thr = float(rng.uniform(0.3, 0.7)), float(rng.choice([0.0, 0.1]))
+        lists = ([d.boxes.tolist() for d in inputs], [d.scores.tolist() for d in inputs],
+                 [d.labels.tolist() for d in inputs])
+        ours = fuse(inputs, "wbf", weights, iou_thr, skip_thr)
+        ref = eb.weighted_boxes_fusion(*lists, weights=weights, iou_thr=iou_thr, skip_box_thr=skip_thr)
+        assert rows(ours.boxes, ours.scores, ours.labels) == rows(*ref)
+        ours = fuse(inputs, "nms", weights, iou_thr)
+        boxes, scores, labels = eb.nms(*lists, weights=weights, iou_thr=iou_thr)
+        assert rows(ours.boxes, ours.scores, ours.labels) == rows(boxes, scores * sum(weights) / max(weights), labels)
+        ours = fuse(inputs, "soft_nms", weights, iou_thr)
+        floor = 1e-3 * max(weights) / sum(weights)  # our 1e-3 floor on their score scale
+        ref = eb.soft_nms(*lists, weights=weights, iou_thr=iou_thr, sigma=0.5, thresh=floor)
+        assert rows(ours.boxes, ours.scores, ours.labels, False) == rows(*ref, with_scores=False)

@@ -10,8 +10,12 @@ scores N, labels N). Methods:
 - `nms`: all boxes together, per-label non-maximum suppression at iou_thr (the best box survives).
 - `soft_nms`: per-label Gaussian soft-NMS (Bodla et al. 2017, sigma 0.5): overlapping boxes are
   down-weighted by exp(-IoU^2 / sigma) instead of removed; boxes that fall below skip_thr go.
-Scores are multiplied by the input's weight first; boxes scoring below skip_thr are dropped. One
-input is returned as it is (nothing to fuse). numpy only: the ensemble command starts at once.
+Boxes scoring below skip_thr are dropped first. Weights: WBF multiplies scores by the input's
+weight and divides by the sum of weights at the end (as ensemble-boxes does; tests check that our
+WBF gives the same boxes and scores); NMS and soft-NMS multiply scores by weight / max weight, so
+scores stay in [0, 1] and equal weights keep them as they are (ensemble-boxes divides by the sum
+instead: the same ranking, other numbers). One input is returned as it is (nothing to fuse).
+numpy only: the ensemble command starts at once.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def weighted_boxes_fusion(inputs: list[Detections], weights: list[float], iou_th
 
 def non_maximum_suppression(inputs: list[Detections], weights: list[float], iou_thr: float,
                             skip_thr: float) -> Detections:
-    pool = _weighted_inputs(inputs, weights, skip_thr).sorted()
+    pool = _weighted_inputs(inputs, [w / max(weights) for w in weights], skip_thr).sorted()
     keep = []
     for label in np.unique(pool.labels):
         idx = np.flatnonzero(pool.labels == label)  # already by descending score
@@ -115,7 +119,7 @@ def non_maximum_suppression(inputs: list[Detections], weights: list[float], iou_
 def soft_nms(inputs: list[Detections], weights: list[float], iou_thr: float, skip_thr: float,
              sigma: float = SOFT_NMS_SIGMA) -> Detections:
     """Gaussian soft-NMS; `iou_thr` is unused by the Gaussian rule (every overlap decays the score)."""
-    pool = _weighted_inputs(inputs, weights, skip_thr)
+    pool = _weighted_inputs(inputs, [w / max(weights) for w in weights], skip_thr)
     out_boxes, out_scores, out_labels = [], [], []
     floor = max(skip_thr, 1e-3)  # boxes decayed below this are dropped (else every box survives)
     for label in np.unique(pool.labels):
