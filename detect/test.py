@@ -7,7 +7,8 @@
 The checkpoint carries the composed config of its run and the class list, so the model, the data
 and the label order come from it; conf/test.yaml's keys change only how the test runs.
 - mode=eval: COCO metrics on the val split (the run's val file, or val{k}.json of its fold), the
-  classwise table in test.log and `metrics.json`: the numbers the trainer logged for that epoch.
+  classwise table in test.log and `metrics.json`: the numbers the trainer logged for that epoch;
+  the detections in `predictions.bbox.json` (for python -m detect.error_analysis).
 - mode=predict: every image of test.json -> `predictions.bbox.json` (COCO results, xywh pixels) and
   `submission.csv` (the competition format, see detect/evaluation/submission.py).
 Results go to `<run dir>/test/<mode>_<time>/`.
@@ -127,6 +128,7 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
                               cfg.tta_iou_thr, int(cfg.max_detections))
     else:
         results = predict(model, loader, device, dataset.category_of_label)
+    (out_dir / "predictions.bbox.json").write_text(json.dumps(results) + "\n")  # also for error analysis
 
     if cfg.mode == "eval":
         metrics = evaluate_boxes(dataset.coco, results, classes, category_ids)
@@ -138,7 +140,6 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
         (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         return metrics
 
-    (out_dir / "predictions.bbox.json").write_text(json.dumps(results) + "\n")
     write_submission(out_dir / "submission.csv", submission_rows(results, dataset.images, category_ids))
     empty = len(dataset.images) - len({r["image_id"] for r in results})
     log.info("Predicted %d images of %s: %d detections (score >= %s, at most %d per image; %d images without any)",
