@@ -23,8 +23,9 @@ def member_name() -> str:
 
 def test_dir(run: str | None, checkpoint: str, member: str) -> str:
     """Where `detect.test` writes: `<run dir>/test`, or `<run dir>/test` of a checkpoint that sits
-    in a run's checkpoints/ folder, else `outputs/<member>/test` (a loose .pth)."""
-    if run not in (None, "", "None", "null"):
+    in a run's checkpoints/ folder, else `outputs/<member>/test` (a loose .pth, or a `run=` that is
+    not a run dir: a typo must not create folders of its own)."""
+    if run not in (None, "", "None", "null") and (Path(str(run)).expanduser() / "checkpoints").is_dir():
         return f"{str(run).rstrip('/')}/test"
     path = Path(str(checkpoint)).expanduser()
     if path.suffix == ".pth" and path.parent.name == "checkpoints":

@@ -5,8 +5,9 @@
         --val val.json --out fused_val.csv
 
 Inputs may mix submission CSVs (label = 0-based class index) and COCO results json files
-(`category_id`); label k is the k-th category of the images file sorted by id (the class order of
-`data.classes: null`; for the trash data, ids 0..9 in the competition's order). `--images` (the
+(`category_id`); label k is the k-th class of `--classes` (a run dir, whose `data.classes` order
+detect.test wrote, or comma-separated names), by default the k-th category of the images file sorted
+by id (the order of `data.classes: null`; for the trash data, ids 0..9 in the competition's order). `--images` (the
 test.json or val.json the inputs were predicted on) gives the image list, order and sizes; with
 `--val <val.json>` (ground truth) it defaults to that file, and every input and the fused result
 are evaluated and printed in one table: tune weights and thresholds on val, not on the leaderboard.
@@ -26,6 +27,9 @@ import numpy as np
 from detect.evaluation.fusion import METHODS, Detections, fuse
 from detect.evaluation.submission import (
     SubmissionError,
+    class_category_ids,
+    classes_option,
+    label_index,
     parse_groups,
     prediction_string,
     read_rows,
@@ -46,13 +50,19 @@ def read_detections(path: Path, images: list[dict], category_ids: list[int]) -> 
             if text is None or image_id not in id_of_file:
                 raise EnsembleError(f"{path} line {line}: image_id {image_id!r} is not a file_name of the images "
                                     "file (check the file with python -m detect.check_submission).")
-            by_id[id_of_file[image_id]] += parse_groups(text)
+            for label, *rest in parse_groups(text):
+                where = f"{path} line {line}"
+                by_id[id_of_file[image_id]].append((label_index(label, len(category_ids) or None, where), *rest))
     else:
         if not category_ids:
             raise EnsembleError(f"{path} is a COCO results file, but the images file lists no categories to map "
                                 "its category_id values to classes: give --images a json with categories.")
         label_of = {cat: k for k, cat in enumerate(category_ids)}
-        for r in json.loads(path.read_text()):
+        results = json.loads(path.read_text())
+        if not isinstance(results, list):
+            raise EnsembleError(f"{path} is not a COCO results file (a list of {{image_id, category_id, bbox, "
+                                "score}}); a ground-truth json is not an input.")
+        for r in results:
             if r["image_id"] not in by_id or r["category_id"] not in label_of:
                 raise EnsembleError(f"{path}: result for image {r['image_id']} category {r['category_id']} is not in "
                                     "the images file.")
@@ -116,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-thr", type=float, default=0.55, help="boxes overlapping more are fused (0.55)")
     parser.add_argument("--skip-thr", type=float, default=0.0, help="input boxes scoring below are dropped (0)")
     parser.add_argument("--max-detections", type=int, default=100, help="kept per image after fusion (100)")
+    parser.add_argument("--classes", help="class order of CSV labels: a run dir or comma-separated names "
+                                          "(default: the images file's categories sorted by id)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     images_path = args.images or args.val
     if not images_path:
@@ -123,9 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out and not args.val:
         parser.error("give --out (the fused file) and/or --val (a comparison table)")
     try:
+        if args.out:
+            out = Path(args.out).resolve()
+            if out in [Path(p).resolve() for p in [*args.inputs, images_path, args.val] if p]:
+                raise EnsembleError(f"--out {args.out} is one of the inputs: write the fused result to a new file.")
+            if out.exists() and not args.overwrite:
+                raise EnsembleError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out.")
         images_coco = json.loads(Path(images_path).read_text())
         val = json.loads(Path(args.val).read_text()) if args.val else None
-        category_ids = [c["id"] for c in sorted(images_coco.get("categories") or [], key=lambda c: c["id"])]
+        categories = images_coco.get("categories") or []
+        category_ids = class_category_ids(categories, classes_option(args.classes)) if categories else []
         inputs = [(p, read_detections(Path(p), images_coco["images"], category_ids)) for p in args.inputs]
         weights = args.weights or [1.0] * len(inputs)
         if len(weights) != len(inputs):

@@ -46,7 +46,7 @@ from PIL import Image, ImageDraw, ImageFont
 from detect.ensemble import EnsembleError, read_detections
 from detect.evaluation.fusion import Detections
 from detect.evaluation.matching import FP_KINDS, ImageMatch, match_image
-from detect.evaluation.submission import SubmissionError
+from detect.evaluation.submission import SubmissionError, class_category_ids, classes_option
 
 HEADER_HEIGHT = 48  # px above the image in every PNG: three lines of text
 HEADER_BACKGROUND = (32, 32, 32)
@@ -81,12 +81,18 @@ def class_colour(label: int) -> tuple[int, int, int]:
     return PALETTE[int(label) % len(PALETTE)]
 
 
-def load_ground_truth(coco: dict, gt_path: Path) -> tuple[list[dict], list[str], list[int], dict[int, GroundTruth]]:
-    """(images, class names, category ids, {image id: GroundTruth}); class k = k-th category by id."""
+def load_ground_truth(coco: dict, gt_path: Path, classes: list[str] | None = None
+                      ) -> tuple[list[dict], list[str], list[int], dict[int, GroundTruth]]:
+    """(images, class names, category ids, {image id: GroundTruth}); class k = the k-th of `classes`
+    (names) when given, else the k-th category by id."""
     if not isinstance(coco, dict) or not coco.get("images") or not coco.get("categories"):
         raise ErrorAnalysisError(f"--gt {gt_path} is not a COCO ground-truth file with images and categories.")
-    categories = sorted(coco["categories"], key=lambda c: c["id"])
-    category_ids = [c["id"] for c in categories]
+    try:
+        category_ids = class_category_ids(coco["categories"], classes)
+    except SubmissionError as err:
+        raise ErrorAnalysisError(f"--classes: {err}") from None
+    name_of = {c["id"]: c["name"] for c in coco["categories"]}
+    categories = [{"id": cat, "name": name_of[cat]} for cat in category_ids]
     label_of = {cat: k for k, cat in enumerate(category_ids)}
     rows: dict[int, list[tuple]] = {img["id"]: [] for img in coco["images"]}
     for ann in coco.get("annotations") or []:
@@ -300,6 +306,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which.add_argument("--images", nargs="+", metavar="IMAGE", help="draw these images: file_names or image ids")
     parser.add_argument("--score-thr", type=float, default=0.3, help="predictions scoring lower are left out (0.3)")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for a prediction to match a gt box (0.5)")
+    parser.add_argument("--classes", help="class order of CSV labels: the run dir that wrote the CSV, or comma-"
+                                          "separated names (default: the --gt categories sorted by id)")
     parser.add_argument("--max-side", type=int, default=1024, help="longer side of the drawn image, px (1024)")
     args = parser.parse_args(argv)
     if args.worst is not None and args.worst < 1:
@@ -324,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             coco = json.loads(gt_path.read_text())
         except json.JSONDecodeError as err:
             raise ErrorAnalysisError(f"--gt {gt_path} is not valid json ({err}).") from None
-        images, class_names, category_ids, gts = load_ground_truth(coco, gt_path)
+        try:
+            classes = classes_option(args.classes)
+        except SubmissionError as err:
+            raise ErrorAnalysisError(str(err)) from None
+        images, class_names, category_ids, gts = load_ground_truth(coco, gt_path, classes)
         dets = read_predictions(pred_path, images, category_ids, gt_path)
         matches = match_all(gts, dets, args.iou, args.score_thr)
         ranked = rank_images(images, matches)

@@ -4,7 +4,8 @@ into a training file.
     python -m detect.pseudo_labels submission.csv /path/to/trash/test.json --score-thr 0.5 --out pseudo.json
     python -m detect.pseudo_labels submission.csv test.json --merge-into train.json --out train_pseudo.json
 
-- The CSV's labels are class indices: label k is the k-th category (sorted by id) of `--categories`,
+- The CSV's labels are class indices: label k is class k of `--classes` (the run dir that wrote
+  the CSV, or comma-separated names), by default the k-th category (sorted by id) of `--categories`,
   which defaults to the `--merge-into` file, else test.json (a test.json without categories needs it).
 - Kept: boxes scoring >= --score-thr; images left without a box are left out (they would teach
   "nothing here" for objects the model merely missed). Each annotation gets `area`, `iscrowd: 0`
@@ -22,30 +23,41 @@ import json
 import sys
 from pathlib import Path
 
-from detect.evaluation.submission import SubmissionError, parse_groups, read_rows
+from detect.evaluation.submission import (
+    SubmissionError,
+    class_category_ids,
+    classes_option,
+    label_index,
+    parse_groups,
+    read_rows,
+)
 
 
 class PseudoLabelError(ValueError):
     """Input that cannot become pseudo-labels; the message names the file and the fix."""
 
 
-def pseudo_label_coco(csv_path: Path, test_coco: dict, categories: list[dict], score_thr: float) -> dict:
-    """COCO dict of the CSV's boxes scoring >= score_thr, on the test images that keep at least one."""
-    category_ids = [c["id"] for c in sorted(categories, key=lambda c: c["id"])]
+def pseudo_label_coco(csv_path: Path, test_coco: dict, categories: list[dict], score_thr: float,
+                      classes: list[str] | None = None) -> dict:
+    """COCO dict of the CSV's boxes scoring >= score_thr, on the test images that keep at least one.
+    CSV label k is class k of `classes` (names) if given, else the k-th category sorted by id."""
+    category_ids = class_category_ids(categories, classes)
     images_by_file = {img["file_name"]: img for img in test_coco["images"]}
-    images, annotations = [], []
+    images, annotations, seen = [], [], {}
     for line, text, file_name in read_rows(csv_path):
         if text is None or file_name not in images_by_file:
             raise PseudoLabelError(f"{csv_path} line {line}: image_id {file_name!r} is not a file_name of test.json "
                                    "(check it with python -m detect.check_submission).")
+        if file_name in seen:
+            raise PseudoLabelError(f"{csv_path} line {line}: image_id {file_name!r} again (first on line "
+                                   f"{seen[file_name]}); check it with python -m detect.check_submission.")
+        seen[file_name] = line
         kept = []
         for label, score, x1, y1, x2, y2 in parse_groups(text):
+            label = label_index(label, len(category_ids), f"{csv_path} line {line}")
             if score < score_thr:
                 continue
-            if not 0 <= int(label) < len(category_ids):
-                raise PseudoLabelError(f"{csv_path} line {line}: label {label:g} is not a class index "
-                                       f"0..{len(category_ids) - 1} of the categories.")
-            kept.append({"image_id": images_by_file[file_name]["id"], "category_id": category_ids[int(label)],
+            kept.append({"image_id": images_by_file[file_name]["id"], "category_id": category_ids[label],
                          "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
                          "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0, "score": score})
         if kept:
@@ -85,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge-into", help="a training file to append the pseudo-labels to (written to --out)")
     parser.add_argument("--categories", help="json whose categories give the class order (default: --merge-into, "
                                              "else test.json)")
+    parser.add_argument("--classes", help="class order of the CSV labels: the run dir that wrote it, or comma-"
+                                          "separated names (default: the categories sorted by id)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -100,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         categories = (json.loads(Path(source).read_text()) if source != args.merge_into else train).get("categories")
         if not categories:
             raise PseudoLabelError(f"{source} lists no categories: pass --categories train.json (the class order).")
-        pseudo = pseudo_label_coco(Path(args.csv), test_coco, categories, args.score_thr)
+        pseudo = pseudo_label_coco(Path(args.csv), test_coco, categories, args.score_thr,
+                                   classes_option(args.classes))
         result = merge_into(train, pseudo) if train is not None else pseudo
     except (OSError, json.JSONDecodeError, SubmissionError, PseudoLabelError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

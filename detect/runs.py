@@ -125,7 +125,7 @@ def read_runs(root: Path, stale_minutes: float = 30) -> list[dict]:
 
 def filter_runs(rows: list[dict], member: str | None = None, experiment: str | None = None,
                 status: str | None = None) -> list[dict]:
-    """Member and experiment match exactly or as a glob (`member_a/*`); status exactly."""
+    """Member and experiment match exactly or as a glob (`cascade_*`); status exactly."""
     def keep(row: dict) -> bool:
         return ((member is None or fnmatch.fnmatchcase(str(row["member"]), member))
                 and (experiment is None or fnmatch.fnmatchcase(str(row["experiment"]), experiment))
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                "no-summary (died before training started); unreadable (summary.json is damaged).")
     parser.add_argument("--root", type=Path, default=Path("outputs"), help="folder of run dirs (default: outputs)")
     parser.add_argument("--member", help="only this member's runs (exact or glob)")
-    parser.add_argument("--experiment", help="only these experiments (run_name; exact or glob, e.g. 'member_a/*')")
+    parser.add_argument("--experiment", help="only these experiments (run_name; exact or glob, e.g. 'cascade_*')")
     parser.add_argument("--status", choices=STATUSES, help="only runs with this status")
     parser.add_argument("--sort", choices=TABLE_COLUMNS, default="best",
                         help="column to sort by (default: best score, best first; runs without a score last)")

@@ -6,8 +6,9 @@ so it can also be run by hand on a finished sweep folder: `python -m detect.swee
 Imports no torch: it runs in the launching process.
 
 Written into the sweep folder:
-- `sweep_summary.md` / `.json`: the overrides all jobs share, then per job the overrides that differ,
-  status, best score of the monitored metric and its epoch;
+- `sweep_summary.md`: the overrides all jobs share, then per job the overrides that differ, status,
+  best score of the monitored metric and its epoch; `sweep_summary.json`: the same per job, with
+  every override of the job;
 - `cv_report.md` / `.json` when jobs differ in `data.fold` only: per group of otherwise equal overrides,
   mean and std (population, over the folds that finished) of the best score, and of each class's AP50
   at each fold's best epoch.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -59,6 +60,26 @@ def find_checkpoint(run: str | None, checkpoint: str) -> Path:
     return path
 
 
+def check_test_options(cfg: DictConfig) -> None:
+    """The keys of conf/test.yaml that Hydra cannot type-check, named when wrong."""
+    if cfg.mode not in ("eval", "predict"):
+        raise ConfigError(f"mode={cfg.mode} is not a mode: use mode=eval (metrics on val) or mode=predict "
+                          "(submission).")
+    if not isinstance(cfg.score_threshold, (int, float)) or not 0 <= cfg.score_threshold <= 1:
+        raise ConfigError(f"score_threshold={cfg.score_threshold} must be a number in [0, 1] (default 0.05).")
+    if not isinstance(cfg.max_detections, int) or cfg.max_detections < 1:
+        raise ConfigError(f"max_detections={cfg.max_detections} must be a whole number >= 1 (default 100).")
+    if cfg.tta_merge not in ("wbf", "nms"):
+        raise ConfigError(f"tta_merge={cfg.tta_merge} is not a merge method: use wbf or nms.")
+    scales = cfg.tta_scales
+    if scales is not None and (not OmegaConf.is_list(scales) or not scales
+                               or not all(isinstance(s, int) and s > 0 for s in scales)):
+        raise ConfigError(f"tta_scales={scales} must be a list of sizes in pixels, e.g. tta_scales=[800,1024,1216], "
+                          "or null (0.8x, 1x, 1.2x of data.min_size).")
+    if not isinstance(cfg.tta_iou_thr, (int, float)) or not 0 < cfg.tta_iou_thr <= 1:
+        raise ConfigError(f"tta_iou_thr={cfg.tta_iou_thr} must be a number in (0, 1].")
+
+
 def run_config(state: dict, cfg: DictConfig) -> DictConfig:
     """The checkpoint's config with this test's changes: data keys, batch size, score threshold and
     detections per image (two-stage models keep them under model.roi, one-stage under model.head)."""
@@ -66,6 +87,9 @@ def run_config(state: dict, cfg: DictConfig) -> DictConfig:
     for key, value in cfg.data.items():
         if value is not None:
             run_cfg.data[key] = value
+    for key in ("min_size", "max_size"):  # the checkpoint's config is resolved: the model keeps its own copy
+        if cfg.data[key] is not None and key in run_cfg.model:
+            run_cfg.model[key] = cfg.data[key]
     if cfg.data.root is not None and "demo" in run_cfg.data:
         del run_cfg.data["demo"]  # a demo-trained model pointed at other data: read it, never generate there
     if cfg.batch_size is not None:
@@ -91,14 +115,12 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
     from detect.evaluation.submission import submission_rows, write_submission
 
-    if cfg.mode not in ("eval", "predict"):
-        raise ConfigError(f"mode={cfg.mode} is not a mode: use mode=eval (metrics on val) or mode=predict "
-                          "(submission).")
+    check_test_options(cfg)
     path = find_checkpoint(cfg.run, cfg.checkpoint)
     state = load_checkpoint(path)
     run_cfg = run_config(state, cfg)
     classes = list(state["classes"])
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, key="device")
     model = instantiate("model", run_cfg.model, num_classes=len(classes), _convert_="all")
     model.load_state_dict(state["model"])
     model.to(device)
@@ -118,14 +140,12 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]
 
     if cfg.tta:
-        if cfg.tta_merge not in ("wbf", "nms"):
-            raise ConfigError(f"tta_merge={cfg.tta_merge} is not a merge method: use wbf or nms.")
         base = int(run_cfg.data.min_size)
         scales = list(cfg.tta_scales) if cfg.tta_scales else [round(base * f / 32) * 32 for f in (0.8, 1.0, 1.2)]
         log.info("TTA: scales %s%s, merged by %s at IoU %s", scales, " with flips" if cfg.tta_flip else "",
                  cfg.tta_merge, cfg.tta_iou_thr)
         results = predict_tta(model, loader, device, dataset.category_of_label, scales, cfg.tta_flip, cfg.tta_merge,
-                              cfg.tta_iou_thr, int(cfg.max_detections))
+                              cfg.tta_iou_thr, int(cfg.max_detections), float(cfg.score_threshold))
     else:
         results = predict(model, loader, device, dataset.category_of_label)
     (out_dir / "predictions.bbox.json").write_text(json.dumps(results) + "\n")  # also for error analysis
@@ -154,10 +174,14 @@ def main(cfg: DictConfig) -> None:
 
     from detect.train import user_message
 
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run_test(cfg, Path(HydraConfig.get().runtime.output_dir))
+        run_test(cfg, out_dir)
     except DetectError as err:
         log.error("%s", user_message(err))
+        # A failed test leaves no folder of its own behind (the message is on the terminal).
+        if not any(p.name not in (".hydra", "test.log") for p in out_dir.iterdir()):
+            shutil.rmtree(out_dir, ignore_errors=True)
         sys.exit(1)
 
 

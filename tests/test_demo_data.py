@@ -96,3 +96,15 @@ def test_a_users_own_folder_is_never_replaced_by_demo_data(tmp_path):
     with pytest.raises(DataConfigError, match="is not a generated demo set"):
         ensure_demo_data(own, seed=0, num_train=2, num_val=1, min_px=64, max_px=64)
     assert (own / "train.json").read_text() == '{"images": []}' and len(list(own.iterdir())) == 1
+
+
+def test_files_added_beside_a_demo_set_survive_a_change_of_settings(tmp_path):
+    import pytest
+
+    from detect.errors import DataConfigError
+
+    root = ensure_demo_data(tmp_path / "demo", seed=0, num_train=2, num_val=1, min_px=64, max_px=64)
+    (root / "train0.json").write_text("{}")  # e.g. k-fold files written into the demo folder
+    with pytest.raises(DataConfigError, match=r"holds files it did not generate: \['train0.json'\]"):
+        ensure_demo_data(root, seed=1, num_train=2, num_val=1, min_px=64, max_px=64)
+    assert (root / "train0.json").read_text() == "{}"

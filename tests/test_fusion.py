@@ -138,3 +138,43 @@ def test_our_fusion_agrees_with_ensemble_boxes_on_random_cases():
         floor = 1e-3 * max(weights) / sum(weights)  # our 1e-3 floor on their score scale
         ref = eb.soft_nms(*lists, weights=weights, iou_thr=iou_thr, sigma=0.5, thresh=floor)
         assert rows(ours.boxes, ours.scores, ours.labels, False) == rows(*ref, with_scores=False)
+
+
+def test_ensemble_never_overwrites_and_rejects_bad_labels_and_weights(tmp_path, capsys):
+    (tmp_path / "images.json").write_text(json.dumps(IMAGES))
+    a = tmp_path / "a.csv"
+    a.write_text("PredictionString,image_id\n0 0.9 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
+    original = a.read_text()
+    images = ["--images", str(tmp_path / "images.json")]
+    cases = [
+        ([str(a), *images, "--out", str(a)], "is one of the inputs"),
+        ([str(a), *images, "--out", str(tmp_path / "images.json")], "is one of the inputs"),
+        ([str(a), str(a), *images, "--weights", "0", "0", "--out", str(tmp_path / "o.csv")], "must all be > 0"),
+        ([str(a), str(a), *images, "--iou-thr", "2", "--out", str(tmp_path / "o.csv")], "iou_thr=2.0 must be in"),
+        ([str(tmp_path / "images.json"), *images, "--out", str(tmp_path / "o.csv")], "is not a COCO results file"),
+    ]
+    for args, message in cases:
+        assert ensemble_main(args) == 2, args
+        assert message in capsys.readouterr().err
+    assert a.read_text() == original and not (tmp_path / "o.csv").exists()
+    for label in ("-1", "2", "0.5"):
+        (tmp_path / "bad.csv").write_text(f"PredictionString,image_id\n{label} 0.9 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
+        assert ensemble_main([str(tmp_path / "bad.csv"), *images, "--out", str(tmp_path / "o.csv")]) == 2
+        assert f"bad.csv line 2: label {label} is not a class index (0..1)" in capsys.readouterr().err
+    (tmp_path / "o.csv").write_text("mine")
+    assert ensemble_main([str(a), *images, "--out", str(tmp_path / "o.csv")]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err and (tmp_path / "o.csv").read_text() == "mine"
+    assert ensemble_main([str(a), *images, "--out", str(tmp_path / "o.csv"), "--overwrite"]) == 0
+
+
+def test_classes_option_puts_csv_labels_in_the_runs_class_order(tmp_path):
+    (tmp_path / "val.json").write_text(json.dumps(VAL))
+    # written by a run whose data.classes lists Paper first: label 0 = Paper (id 1)
+    (tmp_path / "one.csv").write_text("PredictionString,image_id\n,val/0.jpg\n0 0.8 50 50 60 60,val/1.jpg\n")
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("data:\n  classes: [Paper, General trash]\n")
+    out = tmp_path / "fused.json"
+    assert ensemble_main([str(tmp_path / "one.csv"), "--images", str(tmp_path / "val.json"), "--classes", str(run),
+                          "--out", str(out)]) == 0
+    assert [r["category_id"] for r in json.loads(out.read_text())] == [1]

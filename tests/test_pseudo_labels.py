@@ -69,3 +69,15 @@ def test_wrong_inputs_are_named(tmp_path, capsys):
     (tmp_path / "exists.json").write_text("{}")
     assert pseudo_main([*args, "--categories", train, "--out", str(tmp_path / "exists.json")]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_repeated_image_or_a_bad_label_is_refused(tmp_path, capsys):
+    write_inputs(tmp_path)
+    args = ["--categories", str(tmp_path / "train.json"), "--out", str(tmp_path / "p.json")]
+    (tmp_path / "dup.csv").write_text(CSV + "0 0.9 1 1 5 5,test/0.jpg\n")
+    assert pseudo_main([str(tmp_path / "dup.csv"), str(tmp_path / "test.json"), *args]) == 2
+    assert "line 5: image_id 'test/0.jpg' again (first on line 2)" in capsys.readouterr().err
+    (tmp_path / "label.csv").write_text("PredictionString,image_id\n2 0.9 1 1 5 5,test/0.jpg\n")
+    assert pseudo_main([str(tmp_path / "label.csv"), str(tmp_path / "test.json"), *args]) == 2
+    assert "label 2 is not a class index (0..1)" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()

@@ -111,13 +111,25 @@ def test_predict_on_a_test_json_without_categories_keeps_empty_rows_and_original
     (["checkpoint=best"], "checkpoint=best needs run=<run dir>"),
     (["checkpoint=epoch_9"], "epoch_9.pth does not exist. Available in"),
     (["mode=submit"], "mode=submit is not a mode"),
+    (["score_threshold=abc"], "score_threshold=abc must be a number in [0, 1]"),
+    (["tta=true", "tta_scales=[0]"], "tta_scales=[0] must be a list of sizes in pixels"),
+    (["device=gpu"], "device=gpu is not a device: use auto, cpu, cuda or cuda:N"),
 ])
-def test_wrong_test_arguments_are_named(trained_run, args, message):
+def test_wrong_test_arguments_are_named_and_leave_no_folder(trained_run, args, message):
     run_dir, _ = trained_run
+    before = sorted(p.name for p in (run_dir / "test").iterdir()) if (run_dir / "test").exists() else []
     full = args if args == ["checkpoint=best"] else [f"run={run_dir}", *args]
-    proc = run_test_cli([*full, f"hydra.run.dir={run_dir / 'bad'}"])
+    proc = run_test_cli(full)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in output and message in output, output[-2000:]
+    after = sorted(p.name for p in (run_dir / "test").iterdir()) if (run_dir / "test").exists() else []
+    assert after == before  # the failed call left nothing in the run dir
+
+
+def test_a_mistyped_run_creates_no_folder_there(tmp_path):
+    proc = run_test_cli([f"run={tmp_path / 'no_such_run'}"])
+    assert proc.returncode == 1 and "has no checkpoints/ folder" in proc.stdout + proc.stderr
+    assert not (tmp_path / "no_such_run").exists()
 
 
 def test_tta_eval_and_predict_run_on_the_trained_model(trained_run):

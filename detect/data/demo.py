@@ -41,6 +41,7 @@ TRASH_CLASSES = [
 # Bump when the drawing code changes, so stale folders are regenerated instead of reused.
 GENERATOR_VERSION = 3
 STAMP_FILE = "demo_stamp.json"
+GENERATED = {"train", "val", "train.json", "val.json", "test.json", STAMP_FILE}  # all a demo folder holds
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,6 +376,13 @@ def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 32
             f"data.root={root} is not empty and is not a generated demo set ({STAMP_FILE} is missing), so the "
             "demo data is not written there. Use data=coco (or data=trash) for your own data, or point "
             "data.root of data=demo at a new folder."
+        )
+    added = sorted(p.name for p in root.iterdir() if p.name not in GENERATED) if root.exists() else []
+    if added:  # e.g. fold files or pseudo-labels someone wrote beside the generated set: keep them
+        raise DataConfigError(
+            f"The demo set in {root} was generated with other data.demo settings and would be replaced, but the "
+            f"folder also holds files it did not generate: {added}. Move them away (or delete the folder), or "
+            "point data.root at a new folder for the new settings."
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))

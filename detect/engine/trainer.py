@@ -36,12 +36,15 @@ from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 log = logging.getLogger("detect")
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, key: str = "runtime.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"{key}={name} is not a device: use auto, cpu, cuda or cuda:N ({err}).") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu or auto.")
+        raise ConfigError(f"{key}={name} but CUDA is not available here; use {key}=cpu or auto.")
     return device
 
 

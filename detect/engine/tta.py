@@ -23,8 +23,10 @@ def views(scales: list[int], flip: bool) -> list[tuple[int, bool]]:
 @torch.no_grad()
 def predict_tta(model: torch.nn.Module, loader: DataLoader, device: torch.device, category_of_label: dict[int, int],
                 scales: list[int], flip: bool = True, merge: str = "wbf", iou_thr: float = 0.55,
-                max_detections: int = 100) -> list[dict]:
-    """COCO results (bbox xywh, original pixels) of the fused views of every image of `loader`."""
+                max_detections: int = 100, score_thr: float = 0.0) -> list[dict]:
+    """COCO results (bbox xywh, original pixels) of the fused views of every image of `loader`.
+    Fusion can lower a score (WBF scales a box found by few views down): boxes then below
+    `score_thr` are dropped, so the threshold holds for the fused result too."""
     model.eval()
     transform = model.transform  # torchvision's GeneralizedRCNNTransform (every detector here has one)
     base_min, base_max = transform.min_size, transform.max_size
@@ -45,7 +47,9 @@ def predict_tta(model: torch.nn.Module, loader: DataLoader, device: torch.device
                     per_image[i].append(Detections(boxes, out["scores"].float().cpu().numpy(),
                                                    out["labels"].cpu().numpy()))
             for target, dets in zip(targets, per_image):
-                fused = fuse(dets, merge, iou_thr=iou_thr, max_detections=max_detections)
+                fused = fuse(dets, merge, iou_thr=iou_thr)
+                keep = fused.scores >= score_thr
+                fused = Detections(fused.boxes[keep], fused.scores[keep], fused.labels[keep]).sorted(max_detections)
                 for (x1, y1, x2, y2), score, label in zip(fused.boxes.tolist(), fused.scores.tolist(),
                                                           fused.labels.tolist()):
                     results.append({"image_id": target["image_id"], "category_id": category_of_label[int(label)],

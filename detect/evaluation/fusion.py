@@ -148,6 +148,10 @@ def fuse(inputs: list[Detections], method: str = "wbf", weights: list[float] | N
     weights = [1.0] * len(inputs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(inputs):
         raise ValueError(f"{len(weights)} weights for {len(inputs)} inputs: give one weight per input")
+    if not all(w > 0 for w in weights):
+        raise ValueError(f"weights {weights} must all be > 0 (leave an input out rather than weigh it 0)")
+    if not 0 < iou_thr <= 1:
+        raise ValueError(f"iou_thr={iou_thr} must be in (0, 1]")
     if len(inputs) == 1:
         return inputs[0].sorted(max_detections)
     fused = {"wbf": weighted_boxes_fusion, "nms": non_maximum_suppression, "soft_nms": soft_nms}[method](

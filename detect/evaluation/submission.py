@@ -71,18 +71,60 @@ def read_rows(path: str | Path) -> list[tuple]:
     row that is not two columns; SubmissionError when the file or its header is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise SubmissionError(f"{path} does not exist.")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != HEADER:
-            raise SubmissionError(f"{path}: line 1 must be the header {','.join(HEADER)} (no index column); "
-                                  f"found {header!r}.")
-        rows = []
-        for row in reader:
-            # A row that is not two columns keeps its cells in the image_id place, for the message.
-            rows.append((reader.line_num, row[0], row[1]) if len(row) == 2 else (reader.line_num, None, row))
-        return rows
+        raise SubmissionError(f"{path} is not a file." if path.exists() else f"{path} does not exist.")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != HEADER:
+                found = repr(header)
+                raise SubmissionError(f"{path}: line 1 must be the header {','.join(HEADER)} (no index column); "
+                                      f"found {found[:80] + '...' if len(found) > 80 else found}.")
+            rows = []
+            for row in reader:
+                # A row that is not two columns keeps its cells in the image_id place, for the message.
+                rows.append((reader.line_num, row[0], row[1]) if len(row) == 2 else (reader.line_num, None, row))
+            return rows
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SubmissionError(f"{path} is not a UTF-8 CSV file ({err}).") from err
+
+
+def class_category_ids(categories: list[dict], classes: list[str] | None = None) -> list[int]:
+    """json category id of each class index: of `classes` (names, the run's `data.classes` order)
+    when given, else of the categories sorted by id (what `data.classes: null` means)."""
+    by_id = sorted(categories, key=lambda c: c["id"])
+    if classes is None:
+        return [c["id"] for c in by_id]
+    id_of_name = {c["name"]: c["id"] for c in by_id}
+    missing = [name for name in classes if name not in id_of_name]
+    if missing:
+        raise SubmissionError(f"classes {missing} are not among the json's categories {list(id_of_name)}.")
+    return [id_of_name[name] for name in classes]
+
+
+def classes_option(value: str | None) -> list[str] | None:
+    """The `--classes` option of the file commands: a run dir (its `data.classes`, null meaning the
+    json's order) or comma-separated class names. None keeps the json's categories sorted by id."""
+    if not value:
+        return None
+    config = Path(value) / ".hydra" / "config.yaml"
+    if Path(value).is_dir():
+        if not config.is_file():
+            raise SubmissionError(f"--classes {value} is a folder without .hydra/config.yaml: give a run dir or "
+                                  "comma-separated class names.")
+        import yaml  # only here: a run's composed config
+
+        classes = ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("classes")
+        return list(classes) if classes else None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def label_index(label: float, num_classes: int | None, where: str) -> int:
+    """A CSV label as a class index; SubmissionError unless it is a whole number in 0..num_classes-1."""
+    if label != int(label) or label < 0 or (num_classes is not None and label >= num_classes):
+        valid = f"0..{num_classes - 1}" if num_classes is not None else "a whole number >= 0"
+        raise SubmissionError(f"{where}: label {label:g} is not a class index ({valid}).")
+    return int(label)
 
 
 def parse_groups(text: str) -> list[tuple[float, ...]]:
@@ -130,7 +172,11 @@ def check_submission(path: str | Path, test_coco: dict, num_classes: int) -> lis
         except ValueError as err:
             problems.append(f"line {line} ({image_id}): {err}")
             continue
-        width, height = images[image_id]["width"], images[image_id]["height"]
+        width, height = images[image_id].get("width"), images[image_id].get("height")
+        if width is None or height is None:
+            problems.append(f"line {line} ({image_id}): test.json gives this image no width/height to check "
+                            "the boxes against")
+            continue
         for n, (label, score, x1, y1, x2, y2) in enumerate(groups, 1):
             where = f"line {line} ({image_id}), box {n}"
             if not all(math.isfinite(v) for v in (label, score, x1, y1, x2, y2)):
@@ -159,6 +205,7 @@ def submission_to_results(path: str | Path, test_coco: dict, category_ids: list[
         if text is None or image_id not in image_ids:
             raise SubmissionError(f"{path} line {line}: not a valid row; run the checker first.")
         for label, score, x1, y1, x2, y2 in parse_groups(text):
-            results.append({"image_id": image_ids[image_id], "category_id": category_ids[int(label)],
+            label = label_index(label, len(category_ids), f"{path} line {line}")
+            results.append({"image_id": image_ids[image_id], "category_id": category_ids[label],
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
     return results
