@@ -24,3 +24,11 @@ class CheckpointError(DetectError, RuntimeError):
 
 class NonFiniteLossError(DetectError, FloatingPointError):
     """A loss became NaN or infinite: training cannot go on meaningfully."""
+
+
+class RunInterrupted(DetectError):
+    """Ctrl-C or SIGTERM stopped the run; the message says where it stopped and how to resume."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -186,4 +186,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from detect.config_check import check_cli
+
+    check_cli(sys.argv[1:], config_name="test")  # unknown keys, wrong types, missing values: exit 2 before any run dir
     main()

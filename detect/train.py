@@ -27,12 +27,15 @@ def train(cfg: DictConfig) -> float | None:
 
     from detect.engine.provenance import provenance
     from detect.engine.trainer import Trainer
-    from detect.errors import DetectError
+    from detect.errors import DetectError, RunInterrupted
 
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     try:
         return Trainer(cfg, run_dir, provenance(hydra_cfg.overrides.task)).fit()
+    except RunInterrupted as err:  # Ctrl-C / SIGTERM: a sweep stops too
+        log.warning("%s", err)
+        sys.exit(err.exit_code)
     except DetectError as err:
         # A user-facing problem: one clear message, no traceback. The run dir records it as failed.
         # (The trainer unwraps hydra's InstantiationException, so builders' errors arrive here as they are.)
@@ -57,4 +60,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from detect.config_check import check_cli
+
+    check_cli(sys.argv[1:], config_name="train")  # unknown keys, wrong types, missing values: exit 2 before any run dir
     main()

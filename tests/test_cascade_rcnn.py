@@ -248,6 +248,7 @@ def test_under_autocast_the_stages_match_and_encode_boxes_in_float32():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.slow  # about 100 s on 2 cores: runs in CI (make test), not in pytest -m 'not slow'
 def test_cascade_rcnn_learns_four_demo_images(tmp_path):
     """Learning test: Cascade R-CNN (R18, from scratch) trained on 4 demo images detects them again
     with bbox_mAP_50 >= 0.9. A broken stage loop (wrong targets, boxes not refined) stays far below."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -73,22 +74,36 @@ def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] 
     transforms = RandomHorizontalFlip(data.hflip_prob) if train else None
     if classes is None and data.get("classes") is not None:
         classes = list(data.classes)
+    # Checked once here (detect.data.validate), for training and detect.test alike: the image files
+    # must exist, broken boxes are dropped (an error with data.strict=true) or clipped, one log line.
+    # An unreadable image at load time is an error, or with data.skip_bad_images=true replaced by the
+    # next readable one (training) / a black image under its own id (val/test: counted as missed).
     dataset = CocoDetection(root, root / ann, classes=classes, transforms=transforms,
-                            keep_empty=not train or data.get("train_keep_empty", False),
-                            fallback_categories=categories)
+                            keep_empty=not train or bool(data.get("train_keep_empty", False)),
+                            fallback_categories=categories, strict=bool(data.get("strict", False)),
+                            check_files=True,
+                            on_bad_image=("error" if not data.get("skip_bad_images", False)
+                                          else "substitute" if train else "blank"))
     if len(dataset) == 0:
+        report = dataset.report
         raise DataConfigError(
-            f"{root / ann} has no usable images for {split} (images without boxes are left out of training "
-            "unless data.train_keep_empty=true). Check the file's 'images' and 'annotations'."
+            f"{root / ann} has no usable images for {split}: {report.images} images, {report.kept} usable boxes "
+            f"({report.dropped} dropped, see the log line above); images without boxes are left out of training "
+            "unless data.train_keep_empty=true. Check the file's 'images' and 'annotations'."
         )
     return dataset
 
 
 def seed_worker(worker_id: int) -> None:
-    """Give python's and numpy's RNG in each loader worker a seed derived from torch's (seeded) one."""
+    """Give python's and numpy's RNG in each loader worker a seed derived from torch's (seeded) one.
+    Workers ignore Ctrl-C: the terminal signals the whole process group, and the main process stops
+    cleanly after the current step, then shuts the workers down itself. (SIGTERM keeps its default:
+    the loader's shutdown terminates workers with it; a group SIGTERM that kills them mid-batch is
+    handled by the training loop.)"""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: int, seed: int,

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from detect.data.validate import check_categories, log_report, validate_coco
 from detect.errors import DataConfigError
+
+log = logging.getLogger("detect")
 
 
 def load_coco_json(path: Path) -> dict:
     """Read a COCO annotation file, naming the file and position when it is not valid JSON."""
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataConfigError(f"The annotation file {path.resolve()} does not exist. Check data.root and the "
+                              "data.*_ann file names.") from None
+    except (UnicodeDecodeError, IsADirectoryError) as err:
+        raise DataConfigError(f"{path} is not a JSON text file ({err}). Point data.*_ann at the COCO json.") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataConfigError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
+        raise DataConfigError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno} "
+                              f"(character {err.pos}). Fix the file (was it cut short or hand-edited?).") from err
 
 
 def resolve_classes(coco: dict, classes: list[str] | None, ann_file: Path,
@@ -28,50 +40,98 @@ def resolve_classes(coco: dict, classes: list[str] | None, ann_file: Path,
     without, the classes are the json's categories sorted by id. A json without categories (a
     competition's test file may list only images) takes `fallback_categories` (the training run's).
     """
-    categories = sorted(coco.get("categories") or fallback_categories or [], key=lambda c: c["id"])
+    raw = (coco.get("categories") if isinstance(coco, dict) else None) or fallback_categories or []
+    if not isinstance(raw, list):
+        raise DataConfigError(f"{ann_file}: 'categories' is a {type(raw).__name__}, not a list. Fix the json.")
+    check_categories(raw, ann_file)
+    categories = sorted(raw, key=lambda c: c["id"])
     json_names = [c["name"] for c in categories]
     if classes is None:
         classes = json_names
     classes = list(classes)
+    if dup := sorted({name for name in classes if classes.count(name) > 1}):
+        raise DataConfigError(f"data.classes lists {dup} more than once: {classes}. Each class name once, please.")
     if sorted(json_names) != sorted(classes):
         raise DataConfigError(
-            f"The categories of {ann_file} do not match the configured classes (data.classes).\n"
-            f"  in the json ({len(json_names)}): {json_names}\n"
+            f"The categories of {ann_file} do not match the configured classes (data.classes): "
+            f"{len(classes)} configured, {len(json_names)} in the json.\n"
+            f"{side_by_side(classes, json_names)}\n"
             f"  configured  ({len(classes)}): {classes}\n"
+            f"  in the json ({len(json_names)}): {json_names}\n"
             "Fix data.classes (or set data.classes=null to take the json's categories)."
         )
     label_of_category = {c["id"]: classes.index(c["name"]) + 1 for c in categories}
     return classes, label_of_category
 
 
+def side_by_side(configured: list[str], in_json: list[str]) -> str:
+    """Two columns, configured (label order) vs the json's (id order); `*` marks a name missing
+    from the other list."""
+    width = max([len("configured"), *(len(n) + 2 for n in configured)])
+    rows = [f"  {'configured':<{width}}  in the json (by id)"]
+    for i in range(max(len(configured), len(in_json))):
+        left = (configured[i] + ("" if configured[i] in in_json else " *")) if i < len(configured) else "-"
+        right = (in_json[i] + ("" if in_json[i] in configured else " *")) if i < len(in_json) else "-"
+        rows.append(f"  {left:<{width}}  {right}")
+    only_cfg = [n for n in configured if n not in in_json]
+    only_json = [n for n in in_json if n not in configured]
+    rows.append(f"  * only configured: {only_cfg}; only in the json: {only_json}")
+    return "\n".join(rows)
+
+
+BAD_IMAGE_POLICIES = ("error", "substitute", "blank")
+
+
 class CocoDetection(Dataset):
     """Images and boxes of one COCO annotation file.
 
     Item: (image, target). image: float tensor 3xHxW in [0, 1]; target: `boxes` (Nx4 float, xyxy,
-    pixels), `labels` (N int64, 1..K), `image_id` (int, the json's id). Crowd boxes and boxes
-    without area are left out of the targets (they are still in the json for evaluation).
+    pixels), `labels` (N int64, 1..K), `image_id` (int, the json's id). Crowd boxes are left out of
+    the targets.
+
+    The json is checked once on construction (`detect.data.validate`): what cannot be repaired is a
+    DataConfigError; boxes that are not 4 finite numbers, have no area or lie outside the image are
+    dropped (an error with `strict=True`), boxes partly outside are clipped; one log line counts
+    them (`self.report`). `coco` stays the unmodified json (the evaluation's ground truth);
+    `annotations` (image id -> list of annotation dicts) holds the cleaned ones used for targets.
+    `keep_empty=False` leaves out images without a (non-crowd) box. `check_files=True` requires every
+    listed image file to exist under `root` (one directory listing per folder).
+
+    `on_bad_image` says what an image that cannot be decoded at load time does:
+    `error` (DataConfigError naming the file); `substitute` (training: the next readable index
+    takes its place, so the epoch keeps its length and the loader cannot hang or shrink);
+    `blank` (evaluation/prediction: a black image of the json's size under the same image id, so
+    its boxes count as missed and the submission keeps its row). Both log a warning naming the
+    file, once per file and loader process (loader workers are fresh each epoch, so once an epoch).
     """
 
     def __init__(self, root: str | Path, ann_file: str | Path, classes: list[str] | None = None,
-                 transforms=None, keep_empty: bool = True, fallback_categories: list[dict] | None = None):
+                 transforms=None, keep_empty: bool = True, fallback_categories: list[dict] | None = None,
+                 strict: bool = False, check_files: bool = False, on_bad_image: str = "error"):
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image={on_bad_image!r}: use one of {BAD_IMAGE_POLICIES}")
         self.root = Path(root)
         self.ann_file = Path(ann_file)
         self.coco = load_coco_json(self.ann_file)
+        if not isinstance(self.coco, dict):
+            raise DataConfigError(f"{self.ann_file} holds a JSON {type(self.coco).__name__}, not a COCO object with "
+                                  "'images', 'annotations' and 'categories'. Point data.*_ann at a COCO file.")
         self.classes, self.label_of_category = resolve_classes(self.coco, classes, self.ann_file,
                                                                fallback_categories)
         self.category_of_label = {label: cat for cat, label in self.label_of_category.items()}
         self.transforms = transforms
+        self.on_bad_image = on_bad_image
+        cleaned, self.report = validate_coco(self.coco, self.ann_file, self.label_of_category,
+                                             root=self.root if check_files else None, strict=strict,
+                                             keep_empty=keep_empty)
+        log_report(self.report)
         boxes_of_image: dict[int, list[dict]] = {img["id"]: [] for img in self.coco["images"]}
-        for ann in self.coco.get("annotations", []):
-            if ann["category_id"] not in self.label_of_category:
-                raise DataConfigError(
-                    f"{self.ann_file}: annotation {ann['id']} has category_id {ann['category_id']}, which is not "
-                    f"among the file's categories {sorted(self.label_of_category)}. Fix the annotation or add the "
-                    "category."
-                )
-            boxes_of_image.setdefault(ann["image_id"], []).append(ann)
-        self.images = [img for img in self.coco["images"] if keep_empty or boxes_of_image[img["id"]]]
+        for ann in cleaned:
+            boxes_of_image[ann["image_id"]].append(ann)
+        self.images = [img for img in self.coco["images"]
+                       if keep_empty or any(not a.get("iscrowd", 0) for a in boxes_of_image[img["id"]])]
         self.annotations = boxes_of_image
+        self.bad_images: set[int] = set()  # indexes found unreadable by this process
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,9 +140,9 @@ class CocoDetection(Dataset):
         info = self.images[index]
         boxes, labels = [], []
         for ann in self.annotations.get(info["id"], []):
-            x, y, w, h = ann["bbox"]
-            if ann.get("iscrowd", 0) or w <= 0 or h <= 0:
+            if ann.get("iscrowd", 0):
                 continue
+            x, y, w, h = ann["bbox"]
             boxes.append([x, y, x + w, y + h])
             labels.append(self.label_of_category[ann["category_id"]])
         return {
@@ -91,13 +151,45 @@ class CocoDetection(Dataset):
             "image_id": info["id"],
         }
 
-    def __getitem__(self, index: int):
+    def read_image(self, index: int) -> torch.Tensor | None:
+        """The decoded image (uint8 3xHxW); None when it cannot be read and the policy is not `error`."""
         info = self.images[index]
         path = self.root / info["file_name"]
         try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as err:
-            raise DataConfigError(f"Cannot read image {path} (image id {info['id']}): {err}") from err
+            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError, ValueError) as err:
+            if self.on_bad_image == "error":
+                raise DataConfigError(
+                    f"Cannot read image {path} (image id {info['id']} of {self.ann_file.name}): {err}. Replace or "
+                    "remove the file (or its entry in the json), or set data.skip_bad_images=true to skip it "
+                    "(logged)."
+                ) from err
+            if index not in self.bad_images:
+                self.bad_images.add(index)
+                what = ("training uses the next readable image in its place" if self.on_bad_image == "substitute"
+                        else "it is evaluated as a black image: its boxes count as missed")
+                log.warning("Cannot read image %s (image id %s of %s): %s. data.skip_bad_images=true: %s "
+                            "(%d unreadable so far in this loader process).", path, info["id"], self.ann_file.name,
+                            err, what, len(self.bad_images))
+            return None
+
+    def __getitem__(self, index: int):
+        image = self.read_image(index) if index not in self.bad_images else None
+        if image is None and self.on_bad_image == "substitute":
+            # A deterministic stand-in (the next readable index), so every epoch has its full length.
+            for step in range(1, len(self.images)):
+                candidate = (index + step) % len(self.images)
+                if candidate not in self.bad_images and (image := self.read_image(candidate)) is not None:
+                    index = candidate
+                    break
+            else:
+                raise DataConfigError(f"None of the {len(self.images)} images of {self.ann_file} can be read "
+                                      f"(e.g. {self.root / self.images[index]['file_name']}). Check data.root and "
+                                      "the image files.")
+        elif image is None:  # blank: same id, the json's size
+            info = self.images[index]
+            height, width = int(info.get("height") or 32), int(info.get("width") or 32)
+            image = torch.zeros((3, height, width), dtype=torch.uint8)
         image = image.float().div_(255)
         target = self.target(index)
         if self.transforms is not None:

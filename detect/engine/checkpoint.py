@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
 
 from detect.errors import CheckpointError
 
+log = logging.getLogger("detect")
+SPACE_MARGIN = 1.2  # ask for 20% more free space than the checkpoint is expected to take
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file and rename it into place: a crash mid-write keeps the old file."""
+
+def save_checkpoint(state: dict, path: Path) -> bool:
+    """Write to a temporary file and rename it into place: a crash mid-write keeps the old file.
+
+    Before writing, the free space of the folder is compared with the size of the folder's newest
+    checkpoint (checkpoints of one run are all about that size). Too little: a warning, nothing is
+    written (the previous files stay) and False is returned; the run goes on and tries again at the
+    next checkpoint. A write that fails all the same (disk full meanwhile) leaves no partial file
+    and raises CheckpointError."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sizes = [p.stat().st_size for p in path.parent.glob("*.pth")]
+    if sizes:
+        needed, free = max(sizes) * SPACE_MARGIN, shutil.disk_usage(path.parent).free
+        if free < needed:
+            log.warning("Only %.0f MB free in %s; %s needs about %.0f MB. Not written: the previous checkpoints stay. "
+                        "Free some space (the run tries again at the next checkpoint).", free / 1e6, path.parent,
+                        path.name, needed / 1e6)
+            return False
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"Could not write {path} ({err}); no partial file was left and the previous checkpoints "
+                              f"are intact. Free space in {path.parent}, then resume with "
+                              f"runtime.resume_from={path.parent.parent}.") from err
+    return True
 
 
 def load_checkpoint(path: str | Path) -> dict:

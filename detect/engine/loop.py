@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
@@ -23,21 +24,46 @@ def move_to(images: list[torch.Tensor], targets: list[dict], device: torch.devic
     return images, targets
 
 
+@dataclass
+class EpochResult:
+    iteration: int  # global iteration count after the last step taken
+    steps_done: int  # steps of this epoch done so far (== the epoch's length unless stopped early)
+    stopped: bool  # a stop was requested (Ctrl-C, SIGTERM): the epoch is unfinished
+    nonfinite_skipped: int  # steps skipped for a non-finite loss (runtime.skip_nonfinite)
+
+
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
                     iteration: int, log_interval: int, on_log: Callable[[dict], None],
                     grad_clip: float | None = None, max_iters: int | None = None,
-                    scaler: torch.amp.GradScaler | None = None) -> int:
-    """Train for one epoch; the lr schedule steps every iteration. Returns the global iteration
-    count after the epoch. `on_log` receives a dict of averaged losses every `log_interval` steps."""
+                    scaler: torch.amp.GradScaler | None = None, start_step: int = 0,
+                    should_stop: Callable[[], bool] = lambda: False, skip_nonfinite: bool = False) -> EpochResult:
+    """Train for one epoch; the lr schedule steps every iteration. `on_log` receives a dict of
+    averaged losses every `log_interval` steps.
+
+    start_step: steps of this epoch already trained (a run resumed from a mid-epoch checkpoint):
+    their batches are drawn (the loader's order and augmentation are seeded per epoch) but not
+    trained on again, so the run continues exactly where it stopped.
+    should_stop: checked after every step; when it says yes the epoch ends there (interruption).
+    skip_nonfinite: a step whose loss is NaN/inf is skipped and counted instead of stopping the run.
+    """
     model.train()
     num_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
     sums: dict[str, float] = {}
-    count = 0
+    count, skipped = 0, 0
+    batches = iter(loader)
+    if start_step:
+        # Draw (without training) the batches done before the interruption. With workers=0 the
+        # augmentation draws from the global torch RNG, which the checkpoint restored to its state
+        # after the last trained step: put it back after drawing, so the next batch flips as it
+        # would have. (Workers have RNGs of their own, seeded per epoch.)
+        rng = torch.get_rng_state()
+        for _ in range(start_step):
+            next(batches)
+        torch.set_rng_state(rng)
     tic = time.perf_counter()
-    for step, (images, targets) in enumerate(loader):
-        if step >= num_iters:
-            break
+    for step in range(start_step, num_iters):
+        images, targets = next(batches)
         images, targets = move_to(images, targets, device, non_blocking=True)
         with torch.autocast(device.type, enabled=scaler is not None):
             loss_dict = model(images, targets)
@@ -47,10 +73,19 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         values["loss"] = sum(values.values())
         if not math.isfinite(values["loss"]):
             bad = {k: v for k, v in values.items() if k != "loss" and not math.isfinite(v)}
-            raise NonFiniteLossError(
-                f"Non-finite loss at iteration {iteration} (epoch {epoch + 1}, step {step + 1}): {bad}. "
-                "Lower schedule.lr, set schedule.grad_clip, or check the data for broken boxes."
-            )
+            if not skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"Non-finite loss at iteration {iteration} (epoch {epoch + 1}, step {step + 1}): {bad}. "
+                    "Lower schedule.lr, set schedule.grad_clip, or check the data for broken boxes "
+                    "(runtime.skip_nonfinite=true skips such steps and counts them)."
+                )
+            skipped += 1
+            log.warning("Skipped iteration %d (epoch %d, step %d): non-finite loss %s (runtime.skip_nonfinite; "
+                        "%d skipped this epoch)", iteration, epoch + 1, step + 1, bad, skipped)
+            optimizer.zero_grad(set_to_none=True)
+            if should_stop():
+                return EpochResult(iteration, step + 1, step + 1 < num_iters, skipped)
+            continue
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -83,7 +118,9 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
                 "sec_per_iter": elapsed / count,
             })
             sums, count, tic = {}, 0, time.perf_counter()
-    return iteration
+        if should_stop() and step + 1 < num_iters:
+            return EpochResult(iteration, step + 1, True, skipped)
+    return EpochResult(iteration, num_iters, False, skipped)
 
 
 @torch.no_grad()

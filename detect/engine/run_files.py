@@ -37,11 +37,23 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 class RunSummary:
-    """`summary.json`, rewritten whenever something changes (status, best metric, epoch)."""
+    """`summary.json`, rewritten whenever something changes (status, best metric, epoch).
+
+    A run resumed in its own folder keeps its summary: the first start time stays, each restart is
+    added to `restarted`, and the end state of the earlier session (error, finished) is cleared."""
 
     def __init__(self, path: Path, **fields):
         self.path = path
-        self.data = {"status": "running", **fields}
+        try:
+            earlier = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            earlier = {}  # a damaged summary is rewritten whole
+        for key in ("error", "finished"):
+            earlier.pop(key, None)
+        self.data = {**earlier, "status": "running", **fields}
+        if earlier.get("started"):
+            self.data["started"] = earlier["started"]
+            self.data["restarted"] = [*earlier.get("restarted", []), fields.get("started")]
         self.save()
 
     def update(self, **fields) -> None:

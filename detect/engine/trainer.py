@@ -25,12 +25,13 @@ from detect.engine.checkpoint import (
     prune_epoch_checkpoints,
     save_checkpoint,
 )
+from detect.engine.interrupt import StopRequest
 from detect.engine.loop import evaluate, train_one_epoch
 from detect.engine.lr_schedule import lr_factor
 from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
 from detect.engine.run_files import MetricsLog, RunSummary
 from detect.engine.wandb_logger import WandbLogger
-from detect.errors import CheckpointError, ConfigError, DetectError
+from detect.errors import CheckpointError, ConfigError, DetectError, RunInterrupted
 from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 
 log = logging.getLogger("detect")
@@ -103,6 +104,7 @@ class Trainer:
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.best_path: Path | None = None
+        self.nonfinite_skipped = 0  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
         self.overrides = list((provenance or {}).get("overrides", []))
         self.wandb = WandbLogger()  # optional W&B mirror of the logs; never stops training
         self.wandb_resume_id: str | None = None  # the W&B run a resumed checkpoint belongs to
@@ -164,12 +166,20 @@ class Trainer:
             lr_factor, iters_per_epoch=self.iters_per_epoch, warmup_iters=sch.warmup_iters,
             warmup_ratio=sch.warmup_ratio, milestones=list(sch.milestones), gamma=sch.gamma))
         self.scaler = torch.amp.GradScaler("cuda") if rt.amp and self.device.type == "cuda" else None
-        self.start_epoch, self.iteration = 0, 0
+        self.start_epoch, self.start_step, self.iteration = 0, 0, 0
         if rt.load_from:
             state = load_checkpoint(rt.load_from)
             self.load_model_weights(state)
             log.info("Loaded model weights from %s (load_from: optimizer and epoch start fresh)", state["path"])
-        if rt.resume_from:
+        if rt.resume_from == "auto":
+            # conf/train.yaml's run dir resolver picked the newest run of this run_name with a last.pth
+            # (this very folder), or a new folder when there was none.
+            if (self.ckpt_dir / "last.pth").is_file():
+                self.resume(self.ckpt_dir / "last.pth")
+            else:
+                log.info("runtime.resume_from=auto: no earlier run of %s with a checkpoint under %s; starting fresh",
+                         cfg.get("run_name"), self.run_dir.parent)
+        elif rt.resume_from:
             self.resume(rt.resume_from)
 
     def load_model_weights(self, state: dict) -> None:
@@ -192,6 +202,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.iteration = state["epoch"], state["iter"]
+        self.start_step = state.get("epoch_step", 0)  # > 0: the checkpoint was written mid-epoch (interrupted)
         self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
         old_best = state.get("best_checkpoint")
         if old_best and not Path(old_best).is_file():  # the old run dir was moved: look beside the checkpoint
@@ -205,17 +216,22 @@ class Trainer:
         self.summary.update(best_score=self.best_score, best_epoch=self.best_epoch, epochs_done=self.start_epoch,
                             best_checkpoint=str(self.best_path) if self.best_path else None,
                             resumed_from=state["path"])
-        log.info("Resumed from %s at epoch %d, iteration %d (best %s=%s at epoch %s)", state["path"],
-                 self.start_epoch, self.iteration, self.monitor, self.best_score, self.best_epoch)
+        log.info("Resumed from %s at epoch %d%s, iteration %d (best %s=%s at epoch %s)", state["path"],
+                 self.start_epoch + 1 if self.start_step else self.start_epoch,
+                 f" step {self.start_step}" if self.start_step else "", self.iteration, self.monitor,
+                 self.best_score, self.best_epoch)
 
     # ---------------------------------------------------------------- checkpoints
-    def state_dict(self, epoch: int) -> dict:
+    def state_dict(self, epoch: int, epoch_step: int = 0) -> dict:
+        """Everything a resume needs. `epoch`: epochs completed; `epoch_step`: steps done in the next
+        epoch when the run was stopped inside it (0 at an epoch boundary)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": epoch,  # epochs completed
+            "epoch_step": epoch_step,
             "iter": self.iteration,
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
@@ -246,10 +262,13 @@ class Trainer:
             log.info("%s=%s at epoch %d; best stays %s (epoch %s)", self.monitor, score, epoch, self.best_score,
                      self.best_epoch)
             return
-        old_path, old_score = self.best_path, self.best_score
+        old_path, old_score, old_epoch = self.best_path, self.best_score, self.best_epoch
         self.best_score, self.best_epoch = score, epoch
-        self.best_path = self.ckpt_dir / best_checkpoint_name(self.monitor, epoch)
-        save_checkpoint(self.state_dict(epoch), self.best_path)
+        new_path = self.ckpt_dir / best_checkpoint_name(self.monitor, epoch)
+        if not save_checkpoint(self.state_dict(epoch), new_path):  # too little disk space: keep the old best
+            self.best_score, self.best_epoch = old_score, old_epoch
+            return
+        self.best_path = new_path
         if old_path is not None and old_path != self.best_path and old_path.exists():
             old_path.unlink()
         log.info("New best %s=%.4f at epoch %d (was %s) -> %s", self.monitor, score, epoch, old_score,
@@ -272,8 +291,24 @@ class Trainer:
         self.wandb.log_eval(epoch, self.iteration, metrics)
         self.update_best(epoch, metrics[self.monitor])
 
+    def stop_here(self, stop: StopRequest, epochs_done: int, epoch_step: int) -> None:
+        """After a Ctrl-C / SIGTERM: last.pth at this exact position, status interrupted, then out."""
+        last = self.ckpt_dir / "last.pth"
+        save_checkpoint(self.state_dict(epochs_done, epoch_step), last)
+        where = f"epoch {epochs_done + 1}, step {epoch_step}" if epoch_step else f"the end of epoch {epochs_done}"
+        self.summary.update(status="interrupted", epochs_done=epochs_done, last_checkpoint=str(last),
+                            finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        raise RunInterrupted(f"{stop.name}: stopped at {where} (iteration {self.iteration}); {last} holds that state. "
+                             f"Continue with runtime.resume_from={self.run_dir} (or runtime.resume_from=auto with "
+                             "the same command).", stop.exit_code)
+
     def fit(self) -> float | None:
-        """Train all epochs; returns the best monitored score (what a sweeper maximizes)."""
+        """Train all epochs; returns the best monitored score (what a sweeper maximizes). Ctrl-C and
+        SIGTERM stop it cleanly (see detect/engine/interrupt.py)."""
+        with StopRequest() as stop:
+            return self.run_epochs(stop)
+
+    def run_epochs(self, stop: StopRequest) -> float | None:
         try:
             self.build()
             cfg, rt = self.cfg, self.cfg.runtime
@@ -287,15 +322,36 @@ class Trainer:
                 # Re-seed the loader per epoch: a resumed run shuffles and augments epoch e as the
                 # uninterrupted run would have.
                 self.train_loader.generator.manual_seed(rt.seed + epoch)
-                self.iteration = train_one_epoch(
-                    self.model, self.train_loader, self.optimizer, self.scheduler, self.device, epoch,
-                    self.iteration, rt.log_interval, self.log_train, cfg.schedule.grad_clip,
-                    rt.max_iters_per_epoch, self.scaler)
+                try:
+                    result = train_one_epoch(
+                        self.model, self.train_loader, self.optimizer, self.scheduler, self.device, epoch,
+                        self.iteration, rt.log_interval, self.log_train, cfg.schedule.grad_clip,
+                        rt.max_iters_per_epoch, self.scaler,
+                        start_step=self.start_step if epoch == self.start_epoch else 0,
+                        should_stop=stop, skip_nonfinite=bool(rt.get("skip_nonfinite", False)))
+                except RuntimeError as err:
+                    if not (stop() and "DataLoader worker" in str(err)):
+                        raise
+                    # A SIGTERM sent to every process (e.g. by a cluster) also killed the loader workers in
+                    # the middle of a step: that step's state is not consistent, so the last checkpoint stays.
+                    self.summary.update(status="interrupted", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+                    raise RunInterrupted(
+                        f"{stop.name} also stopped the data loader workers during epoch {epoch + 1}, so no new "
+                        f"checkpoint was written; {self.ckpt_dir / 'last.pth'} (if any) is the last complete state. "
+                        f"Continue with runtime.resume_from={self.run_dir} (or =auto).", stop.exit_code) from None
+                self.iteration = result.iteration
+                if result.nonfinite_skipped:
+                    self.nonfinite_skipped += result.nonfinite_skipped
+                    self.summary.update(nonfinite_skipped=self.nonfinite_skipped)
+                if result.stopped:
+                    self.stop_here(stop, epoch, result.steps_done)
                 done = epoch + 1
                 if self.val_loader is not None and (done % rt.eval_interval == 0 or done == epochs):
                     self.evaluate(done)
                 self.save_epoch_checkpoints(done)
                 self.summary.update(epochs_done=done, last_checkpoint=str(self.ckpt_dir / "last.pth"))
+                if stop() and done < epochs:  # the signal came during the last step, evaluation or saving
+                    self.stop_here(stop, done, 0)
             self.wandb.log_best_checkpoint(self.best_path, {self.monitor: self.best_score, "epoch": self.best_epoch})
             self.summary.update(status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             if self.best_path is None:
@@ -305,9 +361,13 @@ class Trainer:
                 log.info("Finished. Best %s=%.4f at epoch %d: %s", self.monitor, self.best_score, self.best_epoch,
                          self.best_path)
             return self.best_score
-        except KeyboardInterrupt:
-            self.summary.update(status="interrupted", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        except RunInterrupted:
             raise
+        except KeyboardInterrupt:  # a second Ctrl-C: out at once, the previous last.pth stays
+            self.summary.update(status="interrupted", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            raise RunInterrupted(f"Stopped at once by a second Ctrl-C at iteration {self.iteration}: no new "
+                                 f"checkpoint. Continue from the previous one with runtime.resume_from={self.run_dir}.",
+                                 130) from None
         except BaseException as err:
             self.summary.update(status="failed", error=f"{type(err).__name__}: {err}",
                                 finished=time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -1,0 +1,307 @@
+"""Checks of a COCO annotation file before any GPU time is spent: structure, ids, categories, image
+files on disk and boxes. Pure python/numpy over the json dict; nothing on disk is changed.
+
+What is an error and what is repaired (and counted in one log line per file):
+
+- error (DataConfigError naming the file, the ids and the fix): no `images` list, an image or
+  annotation without its required keys, duplicate image / annotation / category ids, an annotation
+  whose image_id or category_id does not exist, image files listed in the json missing on disk;
+- dropped: a bbox that is not 4 finite numbers, a box with zero or negative width or height, a box
+  entirely outside its image (all three are errors with `strict=True`);
+- clipped: a box partly outside its image is cut to the image (xywh, pixels). Images without a
+  width/height in the json are not checked against their size.
+
+Only the training targets are cleaned: the original json (`CocoDetection.coco`) stays the ground
+truth of the COCO evaluation, as the competition's scorer reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detect.errors import DataConfigError
+
+log = logging.getLogger("detect")
+
+CLIP_TOLERANCE = 1.0  # pixels: a box overshooting its image by less is rounding (INFO), by more a WARNING
+SHOW = 5  # how many ids an error or a log line names before "... (N in all)"
+_NUMBER = (int, float)
+_SEQUENCE = (list, tuple)
+_ID = (int, str)  # id types (exactly: True is not an id)
+
+# The kinds of dropped boxes: report field -> words used in messages.
+DROP_KINDS = {
+    "not_finite": "not 4 finite numbers",
+    "degenerate": "zero or negative width or height",
+    "outside": "entirely outside the image",
+}
+
+
+@dataclass
+class ValidationReport:
+    """Counts of one annotation file's check. `examples` maps a kind (a DROP_KINDS key or `clipped`)
+    to the first few annotation ids of that kind."""
+
+    ann_file: str
+    images: int = 0
+    annotations: int = 0
+    kept: int = 0
+    not_finite: int = 0
+    degenerate: int = 0
+    outside: int = 0
+    clipped: int = 0
+    clipped_far: int = 0  # of `clipped`, those cut by more than CLIP_TOLERANCE pixels
+    images_without_size: int = 0
+    empty_images: int = 0
+    empty_left_out: int = 0
+    examples: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return self.not_finite + self.degenerate + self.outside
+
+    def summary(self) -> str:
+        """One line for the log, e.g. `train.json: 1781 boxes on 469 images: 3 dropped (...), ...`."""
+        parts = []
+        if self.dropped:
+            kinds = "; ".join(f"{getattr(self, kind)} {words}, e.g. annotation {self.examples[kind][0]}"
+                              for kind, words in DROP_KINDS.items() if getattr(self, kind))
+            parts.append(f"{self.dropped} dropped ({kinds})")
+        if self.clipped:
+            far = (f"{self.clipped_far} by more than {CLIP_TOLERANCE:g} px" if self.clipped_far
+                   else f"all by less than {CLIP_TOLERANCE:g} px")
+            parts.append(f"{self.clipped} partly outside the image clipped to it ({far}), e.g. annotation "
+                         f"{self.examples['clipped'][0]}")
+        boxes = "; ".join(parts) if parts else "all usable"
+        line = f"{self.ann_file}: {self.annotations} boxes on {self.images} images: {boxes}"
+        if self.images_without_size:
+            line += f"; {self.images_without_size} images have no width/height, their boxes were not clipped"
+        if self.empty_left_out:
+            line += (f"; {self.empty_left_out} images without boxes left out of training "
+                     "(data.train_keep_empty=true keeps them)")
+        elif self.empty_images and self.annotations:
+            line += f"; {self.empty_images} images without boxes kept"
+        if self.dropped:
+            line += ". data.strict=true makes dropped boxes an error"
+        return line + "."
+
+
+def _name(ids: list) -> str:
+    shown = ", ".join(str(i) for i in ids[:SHOW])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > SHOW else "")
+
+
+def _duplicates(values: list) -> list:
+    return [value for value, count in Counter(values).items() if count > 1]
+
+
+def _hashable_id(value) -> bool:
+    return type(value) in _ID
+
+
+def check_categories(categories: list, ann_file: str | Path) -> None:
+    """Every category has an `id` and a `name`; ids and names are unique."""
+    for pos, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _hashable_id(cat.get("id")) or not isinstance(cat.get("name"), str):
+            raise DataConfigError(
+                f"{ann_file}: categories[{pos}] = {cat!r} needs an integer 'id' and a string 'name'. "
+                "Fix the category entry in the json.")
+    ids = [c["id"] for c in categories]
+    if dup := _duplicates(ids):
+        raise DataConfigError(f"{ann_file}: duplicate category ids {_name(dup)}. Each category needs its own id: "
+                              "fix the 'categories' of the json.")
+    names = [c["name"] for c in categories]
+    if dup := _duplicates(names):
+        raise DataConfigError(
+            f"{ann_file}: the category names {dup} appear more than once (ids "
+            f"{[c['id'] for c in categories if c['name'] in dup]}). Give each category its own name, or merge "
+            "them (and their annotations) into one category.")
+
+
+def check_image_entries(coco: dict, ann_file: str | Path) -> list[dict]:
+    """The `images` list, each with an `id` and a `file_name`, ids unique. Returns it."""
+    images = coco.get("images") if isinstance(coco, dict) else None
+    if not isinstance(images, list):
+        raise DataConfigError(f"{ann_file} has no 'images' list: is it a COCO annotation file? It needs "
+                              "'images' (and 'annotations', 'categories' for training).")
+    for pos, img in enumerate(images):
+        if not isinstance(img, dict) or not _hashable_id(img.get("id")) or not isinstance(img.get("file_name"), str):
+            raise DataConfigError(
+                f"{ann_file}: images[{pos}] = {img!r} needs an integer 'id' and a string 'file_name' "
+                "(relative to data.root). Fix the image entry in the json.")
+    if len({img["id"] for img in images}) != len(images):
+        dup = _duplicates([img["id"] for img in images])
+        files = [img["file_name"] for img in images if img["id"] == dup[0]]
+        raise DataConfigError(
+            f"{ann_file}: duplicate image ids {_name(dup)} (id {dup[0]!r}: {files}). Each image needs its own id: "
+            "renumber the images (and their annotations' image_id).")
+    return images
+
+
+def check_image_files(images: list[dict], root: str | Path, ann_file: str | Path) -> None:
+    """Every image file listed in the json exists under `root`. One directory listing per folder
+    (not a stat per file), so 100k images cost milliseconds."""
+    root = str(root)
+    if not os.path.isdir(root):
+        raise DataConfigError(f"The image folder {os.path.abspath(root)} does not exist (the file_name entries of "
+                              f"{ann_file} are relative to it). Fix data.root.")
+    by_folder: dict[str, list[tuple[str, dict]]] = {}
+    for img in images:
+        folder, name = os.path.split(os.path.normpath(os.path.join(root, img["file_name"])))
+        by_folder.setdefault(folder, []).append((name, img))
+    missing = []
+    for folder, entries in by_folder.items():
+        try:
+            present = set(os.listdir(folder))
+        except OSError:  # the folder itself is missing (or not a folder)
+            present = set()
+        missing += [img for name, img in entries if name not in present]
+    if missing:
+        shown = ", ".join(f"{img['file_name']} (image id {img['id']})" for img in missing[:SHOW])
+        if len(missing) > SHOW:
+            shown += f" and {len(missing) - SHOW} more"
+        raise DataConfigError(
+            f"{ann_file}: {len(missing)} of {len(images)} image files listed in it do not exist under "
+            f"{os.path.abspath(root)}: {shown}. Check data.root (the "
+            "file_name entries are relative to it) and that the images were copied completely, or remove "
+            "these images from the json.")
+
+
+def _image_size(img: dict) -> tuple[float, float]:
+    w, h = img.get("width"), img.get("height")
+    if type(w) in _NUMBER and type(h) in _NUMBER and w > 0 and h > 0:
+        return float(w), float(h)
+    return math.nan, math.nan
+
+
+def validate_coco(coco: dict, ann_file: str | Path, label_of_category: dict, *, root: str | Path | None = None,
+                  strict: bool = False, keep_empty: bool = True) -> tuple[list[dict], ValidationReport]:
+    """Check one COCO dict and clean its boxes for training.
+
+    `label_of_category`: the known category ids (from `resolve_classes`). `root`: when given, the
+    image files must exist under it. `keep_empty`: only phrases the log line (how many images
+    without boxes training leaves out). Returns the cleaned annotations (the json's own dicts, a copy
+    with the clipped xywh `bbox` where one was clipped; dropped boxes left out) and the report.
+    Raises DataConfigError for what cannot be repaired, and in `strict` mode for dropped boxes.
+    The input dict is never modified.
+    """
+    ann_file = str(ann_file)
+    images = check_image_entries(coco, ann_file)
+    if root is not None:
+        check_image_files(images, root, ann_file)
+    annotations = coco.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise DataConfigError(f"{ann_file}: 'annotations' is a {type(annotations).__name__}, not a list. Fix the json.")
+    report = ValidationReport(Path(ann_file).name, images=len(images), annotations=len(annotations))
+    index_of_image = {img["id"]: i for i, img in enumerate(images)}
+
+    # One pass in python: keys and ids; well-formed boxes go to numpy for the arithmetic.
+    ann_ids, image_pos, boxes, box_ann = [], [], [], []
+    unknown_image, unknown_category, not_finite = [], [], []
+    for pos, ann in enumerate(annotations):
+        try:
+            ann_id, image_id, category_id, bbox = ann["id"], ann["image_id"], ann["category_id"], ann["bbox"]
+        except (KeyError, TypeError):
+            keys = ("id", "image_id", "category_id", "bbox")
+            lacking = [k for k in keys if k not in ann] if isinstance(ann, dict) else list(keys)
+            raise DataConfigError(
+                f"{ann_file}: annotations[{pos}] (id {ann.get('id') if isinstance(ann, dict) else None}) has no "
+                f"{', '.join(repr(k) for k in lacking)}. Every annotation needs 'id', 'image_id', 'category_id' "
+                "and 'bbox' ([x, y, width, height] in pixels): fix or remove it.") from None
+        if type(ann_id) not in _ID or type(image_id) not in _ID or type(category_id) not in _ID:
+            raise DataConfigError(f"{ann_file}: annotations[{pos}] has an id that is not an integer (or a string): "
+                                  f"id {ann_id!r}, image_id {image_id!r}, category_id {category_id!r}. "
+                                  "Fix the annotation.")
+        ann_ids.append(ann_id)
+        img_pos = index_of_image.get(image_id)
+        if img_pos is None:
+            unknown_image.append(ann)
+            continue
+        if category_id not in label_of_category:
+            unknown_category.append(ann)
+            continue
+        if (type(bbox) in _SEQUENCE and len(bbox) == 4 and type(bbox[0]) in _NUMBER and type(bbox[1]) in _NUMBER
+                and type(bbox[2]) in _NUMBER and type(bbox[3]) in _NUMBER):
+            boxes.append(bbox)
+            box_ann.append(ann)
+            image_pos.append(img_pos)
+        else:
+            not_finite.append(ann_id)
+
+    if len(set(ann_ids)) != len(ann_ids):
+        raise DataConfigError(f"{ann_file}: duplicate annotation ids {_name(_duplicates(ann_ids))}. Each annotation "
+                              "needs its own id: renumber the annotations.")
+    if unknown_image:
+        raise DataConfigError(
+            f"{ann_file}: {len(unknown_image)} annotations point at image ids that are not in its 'images': "
+            + _name([f"annotation {a['id']} -> image_id {a['image_id']!r}" for a in unknown_image])
+            + ". Add the images or remove these annotations (check that the ids have the same type: 7 is not '7').")
+    if unknown_category:
+        raise DataConfigError(
+            f"{ann_file}: {len(unknown_category)} annotations have a category_id that is not among the file's "
+            f"categories {sorted(label_of_category)}: "
+            + _name([f"annotation {a['id']} -> category_id {a['category_id']!r}" for a in unknown_category])
+            + ". Fix these annotations or add the category.")
+
+    # The arithmetic, vectorized: xywh -> finite? positive size? inside the image (clip)?
+    xywh = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    sizes = np.array([_image_size(img) for img in images], dtype=np.float64).reshape(-1, 2)
+    report.images_without_size = int(np.isnan(sizes[:, 0]).sum())
+    wh = sizes[np.array(image_pos, dtype=np.int64)] if image_pos else np.zeros((0, 2))
+    finite = np.isfinite(xywh).all(axis=1)
+    positive = finite & (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+    x1, y1 = xywh[:, 0], xywh[:, 1]
+    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
+    known = ~np.isnan(wh[:, 0])
+    cx1 = np.where(known, np.clip(x1, 0, wh[:, 0]), x1)
+    cy1 = np.where(known, np.clip(y1, 0, wh[:, 1]), y1)
+    cx2 = np.where(known, np.clip(x2, 0, wh[:, 0]), x2)
+    cy2 = np.where(known, np.clip(y2, 0, wh[:, 1]), y2)
+    inside = positive & (cx2 > cx1) & (cy2 > cy1)
+    clipped = inside & ((cx1 != x1) | (cy1 != y1) | (cx2 != x2) | (cy2 != y2))
+
+    ids = np.array([a["id"] for a in box_ann], dtype=object)
+    dropped = {"not_finite": not_finite + ids[~finite].tolist(), "degenerate": ids[finite & ~positive].tolist(),
+               "outside": ids[positive & ~inside].tolist()}
+    for kind, kind_ids in dropped.items():
+        setattr(report, kind, len(kind_ids))
+        if kind_ids:
+            report.examples[kind] = kind_ids[:SHOW]
+    report.clipped = int(clipped.sum())
+    overshoot = np.maximum.reduce([cx1 - x1, cy1 - y1, x2 - cx2, y2 - cy2]) if len(xywh) else np.zeros(0)
+    far = clipped & (overshoot > CLIP_TOLERANCE)
+    report.clipped_far = int(far.sum())
+    if report.clipped:  # name a far one first: that is the one worth looking at
+        report.examples["clipped"] = (ids[far].tolist() + ids[clipped & ~far].tolist())[:SHOW]
+    if strict and report.dropped:
+        found = "; ".join(f"{len(v)} {DROP_KINDS[k]}: annotation {_name(v)}" for k, v in dropped.items() if v)
+        raise DataConfigError(
+            f"{ann_file}: {report.dropped} boxes cannot be used ({found}). bbox is [x, y, width, height] in "
+            "pixels with width and height > 0, inside the image. Fix or remove these annotations, or set "
+            "data.strict=false to drop them (counted in the log).")
+
+    cleaned = []
+    for i in np.flatnonzero(inside).tolist():
+        ann = box_ann[i]
+        if clipped[i]:
+            ann = {**ann, "bbox": [float(cx1[i]), float(cy1[i]), float(cx2[i] - cx1[i]), float(cy2[i] - cy1[i])]}
+        cleaned.append(ann)
+    report.kept = len(cleaned)
+    with_boxes = {ann["image_id"] for ann in cleaned if not ann.get("iscrowd", 0)}
+    report.empty_images = len(images) - len(with_boxes)
+    report.empty_left_out = 0 if keep_empty else report.empty_images
+    return cleaned, report
+
+
+def log_report(report: ValidationReport) -> None:
+    """One line per file: a WARNING when boxes were dropped or clipped by more than CLIP_TOLERANCE
+    pixels, else INFO."""
+    level = logging.WARNING if report.dropped or report.clipped_far else logging.INFO
+    log.log(level, "Data check: %s", report.summary())
