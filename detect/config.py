@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 from pathlib import Path
@@ -33,30 +34,49 @@ def test_dir(run: str | None, checkpoint: str, member: str) -> str:
     return f"outputs/{member}/test"
 
 
-def newest_resumable_run(run_base: str | Path) -> Path | None:
-    """The newest run dir directly under `outputs/<member>/<run_name>/` holding checkpoints/last.pth
-    (run dirs are named by their start time, so the newest sorts last); None when there is none."""
+def _without_resume(overrides) -> list[str]:
+    return sorted(str(o) for o in overrides or [] if not str(o).startswith("runtime.resume_from="))
+
+
+def newest_resumable_run(run_base: str | Path, overrides=None) -> Path | None:
+    """The newest run dir directly under `outputs/<member>/<run_name>/` that holds checkpoints/last.pth,
+    did not finish, and was launched with the same overrides (runtime.resume_from aside): "the same
+    command + auto" never takes over a finished run or one with other settings. Run dirs are named by
+    their start time, so the newest sorts last. None when there is none."""
     base = Path(run_base)
     if not base.is_dir():
         return None
-    runs = [d for d in base.iterdir() if (d / "checkpoints" / "last.pth").is_file()]
+    runs = []
+    for d in base.iterdir():
+        if not (d / "checkpoints" / "last.pth").is_file():
+            continue
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if summary.get("status") != "finished" and _without_resume(summary.get("overrides")) == _without_resume(
+                overrides):
+            runs.append(d)
     return max(runs, key=lambda d: d.name) if runs else None
 
 
-def run_dir(resume_from: str | None, run_base: str, timestamp: str) -> str:
+def run_dir(resume_from: str | None, run_base: str, timestamp: str, overrides=None) -> str:
     """Where `detect.train` writes (hydra.run.dir). A resumed run continues in its own folder:
-    runtime.resume_from=<run dir> (or a .pth inside <run dir>/checkpoints/) -> that folder;
-    runtime.resume_from=auto -> the newest run of this member and run_name with a last.pth, else a
-    new folder; anything else -> `<run_base>/<timestamp>`."""
+    runtime.resume_from=<run dir> (or its checkpoints/ or checkpoints/last.pth) -> that folder;
+    runtime.resume_from=auto -> the newest unfinished run of this member and run_name launched with
+    the same overrides, else a new folder; any other checkpoint (epoch_N.pth, a loose file) -> a new
+    folder `<run_base>/<timestamp>`, so the later checkpoints of its run are never overwritten."""
     value = "" if resume_from in (None, "None", "null") else str(resume_from)
     if value == "auto":
-        found = newest_resumable_run(run_base)
+        found = newest_resumable_run(run_base, overrides)
         return str(found) if found else f"{run_base}/{timestamp}"
     path = Path(value).expanduser() if value else None
+    if path is not None and path.name == "checkpoints" and path.is_dir():
+        path = path.parent
+    if path is not None and path.name == "last.pth" and path.parent.name == "checkpoints":
+        path = path.parent.parent
     if path is not None and (path / "checkpoints").is_dir():
         return str(path).rstrip("/")
-    if path is not None and path.suffix == ".pth" and path.parent.name == "checkpoints":
-        return str(path.parent.parent)
     return f"{run_base}/{timestamp}"
 
 

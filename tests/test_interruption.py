@@ -114,7 +114,7 @@ def test_auto_resume_without_an_earlier_run_starts_fresh(tiny_demo_root, tmp_pat
                                      "runtime.max_iters_per_epoch=1"), cwd=tmp_path, env=env(), capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "no earlier run of new with a checkpoint" in proc.stdout + proc.stderr
+    assert "no unfinished run of new with the same overrides" in proc.stdout + proc.stderr
     assert json.loads((run_dirs(tmp_path, "new")[0] / "summary.json").read_text())["status"] == "finished"
 
 
@@ -192,3 +192,30 @@ def test_a_non_finite_loss_stops_with_its_terms_named_or_is_skipped_and_counted(
         run(NaNOnStep({1}), skip=False)
     result = run(NaNOnStep({1, 2}), skip=True)
     assert (result.iteration, result.steps_done, result.nonfinite_skipped) == (2, 4, 2)
+
+
+def test_which_folder_a_resume_continues_in(tmp_path):
+    from detect.config import run_dir
+
+    base = tmp_path / "outputs" / "tester" / "exp"
+
+    def make_run(name, status, overrides):
+        d = base / name
+        (d / "checkpoints").mkdir(parents=True)
+        for ckpt in ("last.pth", "epoch_1.pth"):
+            (d / "checkpoints" / ckpt).write_bytes(b"x")
+        (d / "summary.json").write_text(json.dumps({"status": status, "overrides": overrides}))
+        return d
+
+    old = make_run("2026-01-01_00-00-00", "interrupted", ["schedule.lr=0.01"])
+    make_run("2026-01-02_00-00-00", "finished", ["schedule.lr=0.01"])  # finished: never taken over
+    make_run("2026-01-03_00-00-00", "interrupted", ["schedule.lr=0.02"])  # other settings: not this command
+    same = ["schedule.lr=0.01", "runtime.resume_from=auto"]
+    assert run_dir("auto", str(base), "NEW", same) == str(old)
+    assert run_dir("auto", str(base), "NEW", ["schedule.lr=0.05", "runtime.resume_from=auto"]) == f"{base}/NEW"
+    assert run_dir(str(old) + "/", str(base), "NEW") == str(old)  # a run dir, its checkpoints/ or last.pth
+    assert run_dir(str(old / "checkpoints"), str(base), "NEW") == str(old)
+    assert run_dir(str(old / "checkpoints" / "last.pth"), str(base), "NEW") == str(old)
+    # an older checkpoint must not rewind its run in place: a new folder
+    assert run_dir(str(old / "checkpoints" / "epoch_1.pth"), str(base), "NEW") == f"{base}/NEW"
+    assert run_dir(None, str(base), "NEW") == f"{base}/NEW"

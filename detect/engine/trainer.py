@@ -105,6 +105,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_path: Path | None = None
         self.nonfinite_skipped = 0  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
+        self.last_saved = False  # whether the latest last.pth write happened (disk space)
         self.overrides = list((provenance or {}).get("overrides", []))
         self.wandb = WandbLogger()  # optional W&B mirror of the logs; never stops training
         self.wandb_resume_id: str | None = None  # the W&B run a resumed checkpoint belongs to
@@ -177,7 +178,8 @@ class Trainer:
             if (self.ckpt_dir / "last.pth").is_file():
                 self.resume(self.ckpt_dir / "last.pth")
             else:
-                log.info("runtime.resume_from=auto: no earlier run of %s with a checkpoint under %s; starting fresh",
+                log.info("runtime.resume_from=auto: no unfinished run of %s with the same overrides and a checkpoint "
+                         "under %s; starting fresh (in a -m sweep every job starts fresh: resume a job by its run dir)",
                          cfg.get("run_name"), self.run_dir.parent)
         elif rt.resume_from:
             self.resume(rt.resume_from)
@@ -253,7 +255,7 @@ class Trainer:
             save_checkpoint(state, self.ckpt_dir / f"epoch_{epoch}.pth")
             for path in prune_epoch_checkpoints(self.ckpt_dir, rt.max_keep_ckpts):
                 log.info("Removed %s (runtime.max_keep_ckpts=%d)", path.name, rt.max_keep_ckpts)
-        save_checkpoint(state, self.ckpt_dir / "last.pth")
+        self.last_saved = save_checkpoint(state, self.ckpt_dir / "last.pth")
         return state
 
     def update_best(self, epoch: int, score: float | None) -> None:
@@ -294,13 +296,16 @@ class Trainer:
     def stop_here(self, stop: StopRequest, epochs_done: int, epoch_step: int) -> None:
         """After a Ctrl-C / SIGTERM: last.pth at this exact position, status interrupted, then out."""
         last = self.ckpt_dir / "last.pth"
-        save_checkpoint(self.state_dict(epochs_done, epoch_step), last)
         where = f"epoch {epochs_done + 1}, step {epoch_step}" if epoch_step else f"the end of epoch {epochs_done}"
-        self.summary.update(status="interrupted", epochs_done=epochs_done, last_checkpoint=str(last),
-                            finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-        raise RunInterrupted(f"{stop.name}: stopped at {where} (iteration {self.iteration}); {last} holds that state. "
-                             f"Continue with runtime.resume_from={self.run_dir} (or runtime.resume_from=auto with "
-                             "the same command).", stop.exit_code)
+        if save_checkpoint(self.state_dict(epochs_done, epoch_step), last):
+            self.summary.update(epochs_done=epochs_done, last_checkpoint=str(last))
+            held = f"{last} holds that state"
+        else:  # too little disk space: the previous last.pth (if any) is the resume point
+            held = f"not saved (disk space); the previous {last.name} is the resume point"
+        self.summary.update(status="interrupted", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        raise RunInterrupted(f"{stop.name}: stopped at {where} (iteration {self.iteration}); {held}. Continue with "
+                             f"runtime.resume_from={self.run_dir} (or runtime.resume_from=auto with the same command).",
+                             stop.exit_code)
 
     def fit(self) -> float | None:
         """Train all epochs; returns the best monitored score (what a sweeper maximizes). Ctrl-C and
@@ -349,7 +354,9 @@ class Trainer:
                 if self.val_loader is not None and (done % rt.eval_interval == 0 or done == epochs):
                     self.evaluate(done)
                 self.save_epoch_checkpoints(done)
-                self.summary.update(epochs_done=done, last_checkpoint=str(self.ckpt_dir / "last.pth"))
+                self.summary.update(epochs_done=done)
+                if self.last_saved:
+                    self.summary.update(last_checkpoint=str(self.ckpt_dir / "last.pth"))
                 if stop() and done < epochs:  # the signal came during the last step, evaluation or saving
                     self.stop_here(stop, done, 0)
             self.wandb.log_best_checkpoint(self.best_path, {self.monitor: self.best_score, "epoch": self.best_epoch})
