@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.evaluation.fusion import METHODS, Detections, fuse
+from detect.evaluation.fusion import METHODS, Detections, coco_results, fuse
 from detect.evaluation.submission import (
     SubmissionError,
     class_category_ids,
@@ -75,18 +75,6 @@ def read_detections(path: Path, images: list[dict], category_ids: list[int]) -> 
     return out
 
 
-def to_results(per_image: dict[int, Detections], category_ids: list[int]) -> list[dict]:
-    """COCO results (bbox xywh) from per-image detections; label k -> category_ids[k]."""
-    results = []
-    for image_id, det in per_image.items():
-        for box, score, label in zip(det.boxes, det.scores, det.labels):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            results.append({"image_id": image_id, "category_id": int(category_ids[int(label)]),
-                            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                            "score": round(float(score), 5)})
-    return results
-
-
 def write_output(path: Path, per_image: dict[int, Detections], images: list[dict], category_ids: list[int]) -> None:
     if path.suffix.lower() == ".csv":
         rows = []
@@ -99,7 +87,7 @@ def write_output(path: Path, per_image: dict[int, Detections], images: list[dict
         if not category_ids:
             raise EnsembleError(f"--out {path}: a COCO results file needs categories in the images file; "
                                 "write a .csv instead.")
-        path.write_text(json.dumps(to_results(per_image, category_ids)) + "\n")
+        path.write_text(json.dumps(coco_results(per_image, category_ids)) + "\n")
 
 
 def score_table(val: dict, named: list[tuple[str, dict[int, Detections]]], category_ids: list[int]) -> str:
@@ -109,7 +97,7 @@ def score_table(val: dict, named: list[tuple[str, dict[int, Detections]]], categ
     width = max(len(name) for name, _ in named)
     lines = [f"{'input':<{width}}  bbox_mAP  bbox_mAP_50  bbox_mAP_75", "-" * (width + 37)]
     for name, per_image in named:
-        m = evaluate_boxes(val, to_results(per_image, category_ids), classes, category_ids)
+        m = evaluate_boxes(val, coco_results(per_image, category_ids), classes, category_ids)
         lines.append(f"{name:<{width}}  {m['bbox_mAP']:8.4f}  {m['bbox_mAP_50']:11.4f}  {m['bbox_mAP_75']:11.4f}")
     return "\n".join(lines)
 

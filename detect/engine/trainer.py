@@ -105,7 +105,6 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_path: Path | None = None
         self.nonfinite_skipped = 0  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
-        self.last_saved = False  # whether the latest last.pth write happened (disk space)
         self.overrides = list((provenance or {}).get("overrides", []))
         self.wandb = WandbLogger()  # optional W&B mirror of the logs; never stops training
         self.wandb_resume_id: str | None = None  # the W&B run a resumed checkpoint belongs to
@@ -248,15 +247,16 @@ class Trainer:
             "wandb_run_id": self.wandb.run_id or self.wandb_resume_id,  # a resume continues this W&B run
         }
 
-    def save_epoch_checkpoints(self, epoch: int) -> dict:
+    def save_epoch_checkpoints(self, epoch: int) -> bool:
+        """epoch_N.pth (every checkpoint_interval epochs, pruned) and last.pth; False when last.pth was
+        not written (too little disk space)."""
         state = self.state_dict(epoch)
         rt = self.cfg.runtime
         if epoch % rt.checkpoint_interval == 0 or epoch == self.cfg.schedule.epochs:
             save_checkpoint(state, self.ckpt_dir / f"epoch_{epoch}.pth")
             for path in prune_epoch_checkpoints(self.ckpt_dir, rt.max_keep_ckpts):
                 log.info("Removed %s (runtime.max_keep_ckpts=%d)", path.name, rt.max_keep_ckpts)
-        self.last_saved = save_checkpoint(state, self.ckpt_dir / "last.pth")
-        return state
+        return save_checkpoint(state, self.ckpt_dir / "last.pth")
 
     def update_best(self, epoch: int, score: float | None) -> None:
         """Keep exactly one best file: a strictly better score replaces it, anything else keeps it."""
@@ -333,7 +333,7 @@ class Trainer:
                         self.iteration, rt.log_interval, self.log_train, cfg.schedule.grad_clip,
                         rt.max_iters_per_epoch, self.scaler,
                         start_step=self.start_step if epoch == self.start_epoch else 0,
-                        should_stop=stop, skip_nonfinite=bool(rt.get("skip_nonfinite", False)))
+                        should_stop=stop, skip_nonfinite=bool(rt.skip_nonfinite))
                 except RuntimeError as err:
                     if not (stop() and "DataLoader worker" in str(err)):
                         raise
@@ -353,9 +353,9 @@ class Trainer:
                 done = epoch + 1
                 if self.val_loader is not None and (done % rt.eval_interval == 0 or done == epochs):
                     self.evaluate(done)
-                self.save_epoch_checkpoints(done)
+                last_saved = self.save_epoch_checkpoints(done)
                 self.summary.update(epochs_done=done)
-                if self.last_saved:
+                if last_saved:
                     self.summary.update(last_checkpoint=str(self.ckpt_dir / "last.pth"))
                 if stop() and done < epochs:  # the signal came during the last step, evaluation or saving
                     self.stop_here(stop, done, 0)

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from detect.engine.loop import move_to
-from detect.evaluation.fusion import Detections, fuse
+from detect.evaluation.fusion import Detections, coco_results, fuse
 
 
 def views(scales: list[int], flip: bool) -> list[tuple[int, bool]]:
@@ -50,11 +50,7 @@ def predict_tta(model: torch.nn.Module, loader: DataLoader, device: torch.device
                 fused = fuse(dets, merge, iou_thr=iou_thr)
                 keep = fused.scores >= score_thr
                 fused = Detections(fused.boxes[keep], fused.scores[keep], fused.labels[keep]).sorted(max_detections)
-                for (x1, y1, x2, y2), score, label in zip(fused.boxes.tolist(), fused.scores.tolist(),
-                                                          fused.labels.tolist()):
-                    results.append({"image_id": target["image_id"], "category_id": category_of_label[int(label)],
-                                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                    "score": round(float(score), 5)})
+                results += coco_results({target["image_id"]: fused}, category_of_label)
     finally:
         transform.min_size, transform.max_size = base_min, base_max
     return results

@@ -157,3 +157,15 @@ def fuse(inputs: list[Detections], method: str = "wbf", weights: list[float] | N
     fused = {"wbf": weighted_boxes_fusion, "nms": non_maximum_suppression, "soft_nms": soft_nms}[method](
         inputs, weights, iou_thr, skip_thr)
     return fused.sorted(max_detections)
+
+
+def coco_results(per_image: dict[int, Detections], category_of) -> list[dict]:
+    """COCO results (bbox xywh pixels, 2 decimals; score 5 decimals, as the trainer's evaluation writes
+    them) from per-image detections; `category_of[label]` is the json category id of a label."""
+    results = []
+    for image_id, det in per_image.items():
+        for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+            results.append({"image_id": image_id, "category_id": int(category_of[int(label)]),
+                            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                            "score": round(float(score), 5)})
+    return results
