@@ -33,7 +33,8 @@ def versions() -> dict:
             return None
 
     return {"python": platform.python_version(),
-            **{name: version(name) for name in ("detect", "torch", "torchvision", "hydra-core", "pycocotools")}}
+            **{name: version(name) for name in ("detect", "torch", "torchvision", "hydra-core", "pycocotools",
+                                               "faster-coco-eval")}}
 
 
 def provenance(overrides: list[str]) -> dict:
