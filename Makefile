@@ -25,7 +25,7 @@ test-fast: $(STAMP)  ## the tests without the slow marker
 	WANDB_MODE=disabled $(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check detect tests scripts
+	$(BIN)/ruff check detect tests scripts benchmarks
 
 clean-demo:  ## delete the generated demo data (it is regenerated on the next run)
 	rm -rf data/demo

@@ -65,7 +65,10 @@ def run_dir(resume_from: str | None, run_base: str, timestamp: str, overrides=No
     runtime.resume_from=<run dir> (or its checkpoints/ or checkpoints/last.pth) -> that folder;
     runtime.resume_from=auto -> the newest unfinished run of this member and run_name launched with
     the same overrides, else a new folder; any other checkpoint (epoch_N.pth, a loose file) -> a new
-    folder `<run_base>/<timestamp>`, so the later checkpoints of its run are never overwritten."""
+    folder `<run_base>/<timestamp>`, so the later checkpoints of its run are never overwritten.
+    Under torchrun every process uses rank 0's time stamp ($DETECT_RUN_STAMP, set by
+    detect.engine.distributed.init_from_env), so all of them name the same folder."""
+    timestamp = os.environ.get("DETECT_RUN_STAMP") or timestamp
     value = "" if resume_from in (None, "None", "null") else str(resume_from)
     if value == "auto":
         found = newest_resumable_run(run_base, overrides)

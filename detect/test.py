@@ -108,9 +108,9 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     import torch
 
     from detect.data.build import annotation_files, build_dataset, build_loader
+    from detect.engine.build import instantiate, select_device
     from detect.engine.checkpoint import load_checkpoint
     from detect.engine.loop import predict
-    from detect.engine.trainer import instantiate, select_device
     from detect.engine.tta import predict_tta
     from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
     from detect.evaluation.submission import submission_rows, write_submission
@@ -134,7 +134,8 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
                           f"(data={run_cfg.data.name}): set data.{split}_ann=<file> or, for a k-fold run, data.fold=k.")
     # The run's categories stand in for a test.json that lists none (competition test files may not).
     categories = [{"id": cat, "name": name} for name, cat in zip(classes, state.get("category_ids") or [])] or None
-    dataset = build_dataset(run_cfg.data, split, train=False, classes=classes, categories=categories)
+    dataset = build_dataset(run_cfg.data, split, train=False, classes=classes, categories=categories,
+                            float_output=device.type != "cuda")  # on a GPU: uint8, converted there
     loader = build_loader(dataset, run_cfg.data.batch_size, False, cfg.workers, 0, device.type == "cuda")
     torch.set_grad_enabled(False)
     category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]
@@ -186,7 +187,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from detect.cli_help import print_help_and_exit
     from detect.config_check import check_cli
 
+    print_help_and_exit(sys.argv[1:], config_name="test")  # --help: our listing, 3x faster than Hydra's
     check_cli(sys.argv[1:], config_name="test")  # unknown keys, wrong types, missing values: exit 2 before any run dir
     main()

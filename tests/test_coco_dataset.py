@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from detect.data.coco import CocoDetection, collate
-from detect.data.transforms import RandomHorizontalFlip
+from detect.data.transforms import detection_transforms, to_float
 from detect.errors import DataConfigError
 
 
@@ -31,7 +31,10 @@ def root(tmp_path):
 def test_boxes_become_xyxy_and_labels_follow_the_configured_class_order(root):
     ds = CocoDetection(root, root / "ann.json", classes=["cat", "dog"])
     image, target = ds[0]
-    assert image.shape == (3, 30, 40) and image.dtype == torch.float32 and float(image.max()) <= 1
+    assert image.shape == (3, 30, 40) and image.dtype == torch.float32 and 0 < float(image.max()) <= 1
+    # For a GPU the loader hands over uint8 (4x fewer bytes); move_to converts after the copy.
+    raw, _ = CocoDetection(root, root / "ann.json", transforms=detection_transforms(float_output=False))[0]
+    assert raw.dtype == torch.uint8 and torch.equal(to_float(raw), image)
     assert target["boxes"].tolist() == [[2, 3, 12, 8], [20, 10, 28, 18]]
     assert target["labels"].tolist() == [2, 1]  # dog is the 2nd configured class, cat the 1st
     assert ds.category_of_label == {1: 9, 2: 5} and target["image_id"] == 7
@@ -45,11 +48,23 @@ def test_mismatched_classes_show_both_lists(root):
 
 
 def test_flip_mirrors_boxes_in_pixels(root):
-    ds = CocoDetection(root, root / "ann.json", transforms=RandomHorizontalFlip(p=1.0))
+    ds = CocoDetection(root, root / "ann.json", transforms=detection_transforms(hflip_prob=1.0))
     image, target = ds[0]
     plain, _ = CocoDetection(root, root / "ann.json")[0]
     assert torch.equal(image, plain.flip(-1))
     assert target["boxes"].tolist() == [[28, 3, 38, 8], [12, 10, 20, 18]]
+    assert type(image) is torch.Tensor and type(target["boxes"]) is torch.Tensor  # plain tensors to the model
+
+
+def test_augmentation_follows_the_item_seed_not_the_process_rng(root):
+    ds = CocoDetection(root, root / "ann.json", transforms=detection_transforms(hflip_prob=0.5))
+    flips = [ds[(0, seed)][1]["boxes"][0, 0].item() == 28 for seed in range(40)]
+    assert 5 < sum(flips) < 35  # both outcomes occur
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    again = [ds[(0, seed)][1]["boxes"][0, 0].item() == 28 for seed in range(40)]
+    assert again == flips  # the same seed flips the same way, whatever the global RNG says
+    assert torch.equal(torch.get_rng_state(), before)  # and the global RNG is left alone
 
 
 def test_unreadable_image_and_bad_json_name_the_file(root):

@@ -24,7 +24,7 @@ def run_test_cli(args: list[str]):
 @pytest.mark.parametrize("args, expected", [
     (["schedule.lrr=0.1"],
      ["Unknown config key 'schedule.lrr' (in schedule=demo). Did you mean 'schedule.lr'?",
-      "Valid keys of schedule: epochs, gamma, grad_clip, lr, milestones"]),
+      "Valid keys of schedule: auto_scale_lr, epochs, gamma, grad_clip, lr, milestones"]),
     (["model=cascade_rcnn", "model.neck.out_chanels=64"],
      ["Unknown config key 'model.neck.out_chanels' (in model=cascade_rcnn, model/neck=fpn).",
       "Did you mean 'model.neck.out_channels'?", "Valid keys of model.neck: ", "+model.neck.out_chanels=<value>"]),
@@ -81,7 +81,7 @@ def test_valid_command_lines_pass(args):
                                          "schedule.epochs='abc' must be a whole number >= 1"]),
     (["schedule.milestones=8"], ["schedule.milestones=8 must be a list of whole numbers >= 1 "
                                  "(e.g. schedule.milestones=[8,11])."]),
-    (["runtime.amp=yes"], ["runtime.amp='yes' must be true or false"]),
+    (["runtime.amp=yes"], ["runtime.amp='yes' must be one of false, true, 'fp16' or 'bf16'"]),
     (["runtime.pin_memory=sometimes"], ["runtime.pin_memory='sometimes' must be one of 'auto', true or false"]),
     (["data.fold=-1"], ["data.fold=-1 must be a whole number >= 0 or null (e.g. data.fold=0)."]),
     (["data.min_size=800.5"], ["data.min_size=800.5 must be a whole number >= 1"]),
@@ -91,7 +91,7 @@ def test_valid_command_lines_pass(args):
                                                  "runtime.workers=-1 must be a whole number >= 0"]),
     (["runtime.eval_interval=often"], ["runtime.eval_interval='often' must be a whole number >= 1"]),
     # Where the right name sits in another section, or the typo is in the section's name.
-    (["schedule.batch_size=2"], ["Did you mean 'data.batch_size'?"]),
+    (["schedule.batch_size=2"], ["or 'data.batch_size'?"]),
     (["schedul.lr=0.1"], ["Unknown config key 'schedul.lr'. Did you mean 'schedule.lr'? Valid top-level keys: data,"]),
     (["schedule.lr.value=0.1"], ["schedule.lr is a value (0.001), not a section"]),
     (["-m", "hparams_search=demo_optuna", "schedule.lrr=interval(0.001,0.01)"], ["Did you mean 'schedule.lr'?"]),

@@ -72,14 +72,16 @@ def uninterrupted(tiny_demo_root, tmp_path_factory):
 
 def test_ctrl_c_mid_epoch_stops_cleanly_and_auto_resume_continues_exactly(tiny_demo_root, tmp_path, uninterrupted):
     proc = start_and_signal(tmp_path, tiny_demo_root, "run", signal.SIGINT,
-                            lambda d: sum(r["mode"] == "train" for r in train_lines(d)) >= 6)  # inside epoch 2
+                            lambda d: sum(r["mode"] == "train" for r in train_lines(d)) >= 7)  # inside epoch 2
     output = proc.stdout + proc.stderr
     assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
     [run_dir] = run_dirs(tmp_path, "run")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "runtime.resume_from=" in output
     state = torch.load(run_dir / "checkpoints" / "last.pth", weights_only=True)  # a complete, safe checkpoint
-    assert state["iter"] == state["epoch"] * 4 + state["epoch_step"] and state["iter"] < EPOCHS * 4
+    steps = train_lines(run_dir)[0]["steps"]  # per epoch: 8 images in batches of 2, landscape and portrait apart
+    assert state["epoch"] == 1 and 0 < state["epoch_step"] < steps  # stopped inside epoch 2
+    assert state["iter"] == state["epoch"] * steps + state["epoch_step"]
 
     resumed = subprocess.run(train_args(tiny_demo_root, "run", "runtime.resume_from=auto"), cwd=tmp_path, env=env(),
                              capture_output=True, text=True)

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from detect.data.coco import CocoDetection, collate
 from detect.data.demo import ensure_demo_data
-from detect.data.transforms import RandomHorizontalFlip
+from detect.data.samplers import ShardSampler, TrainBatchSampler, aspect_ratio_groups
+from detect.data.transforms import detection_transforms
 from detect.errors import DataConfigError
 
 
@@ -65,13 +66,14 @@ def check_root(data: DictConfig, splits: list[str]) -> Path:
 
 
 def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] | None = None,
-                  categories: list[dict] | None = None) -> CocoDetection:
+                  categories: list[dict] | None = None, float_output: bool = True) -> CocoDetection:
     """The data set of `split`. `classes` (e.g. the training set's) fixes the label order; by
     default it is `data.classes`, or the json's categories when that is null. `categories` stand in
     for a json that lists none (a test file of image entries only)."""
     root = check_root(data, [split])
     ann = annotation_files(data)[split]
-    transforms = RandomHorizontalFlip(data.hflip_prob) if train else None
+    # float_output=False (training on a GPU): uint8 images, converted to float on the GPU (move_to).
+    transforms = detection_transforms(data.hflip_prob if train else 0.0, float_output=float_output)
     if classes is None and data.get("classes") is not None:
         classes = list(data.classes)
     # Checked once here (detect.data.validate), for training and detect.test alike: the image files
@@ -95,7 +97,8 @@ def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] 
 
 
 def seed_worker(worker_id: int) -> None:
-    """Give python's and numpy's RNG in each loader worker a seed derived from torch's (seeded) one.
+    """Give python's and numpy's RNG in each loader worker a seed derived from torch's (seeded) one,
+    for transforms that use them (ours draw from the per-image seed, see detect/data/samplers.py).
     Workers ignore Ctrl-C: the terminal signals the whole process group, and the main process stops
     cleanly after the current step, then shuts the workers down itself. (SIGTERM keeps its default:
     the loader's shutdown terminates workers with it; a group SIGTERM that kills them mid-batch is
@@ -107,20 +110,26 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: int, seed: int,
-                 pin_memory: bool = False) -> DataLoader:
+                 pin_memory: bool = False, persistent_workers: bool = False, group_by_aspect_ratio: bool = True,
+                 rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The training loader (seeded shuffled batches, grouped by aspect ratio, this rank's share; call
+    `loader.batch_sampler.set_epoch(e)` before each epoch) or the evaluation loader (this rank's
+    images in order). See detect/data/samplers.py."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=False,
+    common = dict(
         num_workers=workers,
         collate_fn=collate,
         worker_init_fn=seed_worker,
-        generator=generator,
+        generator=generator,  # seeds the workers' python/numpy RNGs (augmentation has per-image seeds)
         pin_memory=pin_memory,
-        # Fresh workers every epoch: their seeds then follow the per-epoch loader seed, so a resumed
-        # run augments exactly as the uninterrupted one would have.
-        persistent_workers=False,
+        # Keeping workers across epochs saves their start-up (and the data set's copy) every epoch;
+        # augmentation seeds travel with the batches, so this does not change the results.
+        persistent_workers=persistent_workers and workers > 0,
     )
+    if train:
+        groups = aspect_ratio_groups(dataset.aspect_ratios()) if group_by_aspect_ratio else None
+        sampler = TrainBatchSampler(len(dataset), batch_size, seed, groups, rank=rank, world_size=world_size)
+        return DataLoader(dataset, batch_sampler=sampler, **common)
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+                      drop_last=False, **common)

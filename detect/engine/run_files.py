@@ -20,12 +20,16 @@ def _json_safe(value):
 
 
 class MetricsLog:
-    """Appends one JSON object per line to `metrics.jsonl` (flushed at once: a crash loses nothing)."""
+    """Appends one JSON object per line to `metrics.jsonl` (flushed at once: a crash loses nothing).
+    `enabled=False` (DDP ranks other than 0) writes nothing."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
+        self.enabled = enabled
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(_json_safe(record)) + "\n")
 
@@ -40,10 +44,12 @@ class RunSummary:
     """`summary.json`, rewritten whenever something changes (status, best metric, epoch).
 
     A run resumed in its own folder keeps its summary: the first start time stays, each restart is
-    added to `restarted`, and the end state of the earlier session (error, finished) is cleared."""
+    added to `restarted`, and the end state of the earlier session (error, finished) is cleared.
+    `enabled=False` (DDP ranks other than 0) keeps the fields in memory and writes nothing."""
 
-    def __init__(self, path: Path, **fields):
+    def __init__(self, path: Path, enabled: bool = True, **fields):
         self.path = path
+        self.enabled = enabled
         try:
             earlier = json.loads(path.read_text()) if path.is_file() else {}
         except (OSError, json.JSONDecodeError):
@@ -61,4 +67,5 @@ class RunSummary:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        if self.enabled:
+            write_json_atomic(self.path, self.data)

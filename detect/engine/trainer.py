@@ -12,12 +12,12 @@ import time
 from functools import partial
 from pathlib import Path
 
-import hydra
-import hydra.errors
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detect.data.build import annotation_files, build_dataset, build_loader
+from detect.engine import distributed
+from detect.engine.build import instantiate, select_device
 from detect.engine.checkpoint import (
     best_checkpoint_name,
     is_better,
@@ -25,45 +25,17 @@ from detect.engine.checkpoint import (
     prune_epoch_checkpoints,
     save_checkpoint,
 )
+from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, grad_scaler
 from detect.engine.interrupt import StopRequest
 from detect.engine.loop import evaluate, train_one_epoch
 from detect.engine.lr_schedule import lr_factor
 from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
 from detect.engine.run_files import MetricsLog, RunSummary
 from detect.engine.wandb_logger import WandbLogger
-from detect.errors import CheckpointError, ConfigError, DetectError, RunInterrupted
+from detect.errors import CheckpointError, ConfigError, RunInterrupted
 from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 
 log = logging.getLogger("detect")
-
-
-def select_device(name: str, key: str = "runtime.device") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"{key}={name} is not a device: use auto, cpu, cuda or cuda:N ({err}).") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={name} but CUDA is not available here; use {key}=cpu or auto.")
-    return device
-
-
-def instantiate(key: str, node: DictConfig, **kwargs):
-    """hydra.utils.instantiate, with a builder's wrong or missing arguments reported as a config
-    problem that names the config key (errors of our own pass through unchanged)."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except hydra.errors.InstantiationException as err:
-        cause = err.__cause__  # nested parts (model.backbone inside model) wrap one error per level
-        while isinstance(cause, hydra.errors.InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, DetectError):
-            raise cause from None
-        raise ConfigError(
-            f"{key} could not be built from _target_={node.get('_target_')}: {err}. A key the target does not "
-            f"take can be removed on the command line with '~{key}.<key>'."
-        ) from err
 
 
 def format_losses(record: dict) -> str:
@@ -82,9 +54,12 @@ class Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         rt = cfg.runtime
         self.monitor = rt.monitor
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        # Under torchrun every process trains; only rank 0 writes the run directory.
+        self.place = distributed.current()
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.place.is_main)
         self.summary = RunSummary(
             self.run_dir / "summary.json",
+            enabled=self.place.is_main,
             member=cfg.get("member"),
             experiment=cfg.get("run_name"),
             model=cfg.model.name,
@@ -98,6 +73,7 @@ class Trainer:
             epochs_done=0,
             epochs=cfg.schedule.epochs,
             seed=rt.seed,
+            world_size=self.place.world_size,
             started=time.strftime("%Y-%m-%d %H:%M:%S"),
             **(provenance or {}),  # overrides, git commit and dirty flag, library versions
         )
@@ -124,20 +100,27 @@ class Trainer:
         seed_everything(rt.seed, rt.deterministic)
         if rt.threads:
             torch.set_num_threads(int(rt.threads))
-        self.device = select_device(rt.device)
+        self.device = distributed.device_for(self.place, select_device(rt.device))
         pin = self.device.type == "cuda" if rt.pin_memory == "auto" else bool(rt.pin_memory)
 
         files = annotation_files(cfg.data)
-        self.train_set = build_dataset(cfg.data, "train", train=True)
+        # On a GPU the loader hands over uint8 images (4x fewer bytes to copy); the GPU converts them.
+        float_output = self.device.type != "cuda"
+        self.train_set = build_dataset(cfg.data, "train", train=True, float_output=float_output)
         self.classes = self.train_set.classes
         # The val set takes the training set's classes, so label k means the same class in both.
-        self.val_set = (build_dataset(cfg.data, "val", train=False, classes=self.classes)
+        self.val_set = (build_dataset(cfg.data, "val", train=False, classes=self.classes, float_output=float_output)
                         if files["val"] else None)
         log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(self.train_set), files["train"],
                  f"{len(self.val_set)} val images from {files['val']}" if self.val_set else "no val split "
                  "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")
-        self.train_loader = build_loader(self.train_set, cfg.data.batch_size, True, rt.workers, rt.seed, pin)
-        self.val_loader = (build_loader(self.val_set, cfg.data.batch_size, False, rt.workers, rt.seed, pin)
+        loader_options = dict(workers=rt.workers, seed=rt.seed, pin_memory=pin,
+                              persistent_workers=bool(rt.get("persistent_workers", False)),
+                              rank=self.place.rank, world_size=self.place.world_size)
+        self.train_loader = build_loader(self.train_set, cfg.data.batch_size, True,
+                                         group_by_aspect_ratio=bool(rt.get("group_by_aspect_ratio", True)),
+                                         **loader_options)
+        self.val_loader = (build_loader(self.val_set, cfg.data.batch_size, False, **loader_options)
                            if self.val_set else None)
         self.iters_per_epoch = len(self.train_loader)
         if rt.max_iters_per_epoch:
@@ -146,12 +129,19 @@ class Trainer:
         # The number of classes comes from the data, once: the model config never repeats it.
         self.model = instantiate("model", cfg.model, num_classes=len(self.classes), _convert_="all")
         self.model.to(self.device)
+        self.model = apply_speed_settings(self.model, rt, self.device)
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         parts = [f"{key} {cfg.model[key]._target_.rsplit('.', 1)[-1]}" for key in ("backbone", "neck")
                  if "_target_" in cfg.model.get(key, {})]
         log.info("Model %s: %s (%s), %.1fM parameters, %.1fM trainable", cfg.model.name, type(self.model).__name__,
                  ", ".join(parts) or "no backbone/neck keys", total / 1e6, trainable / 1e6)
+        # The model that trains: under torchrun wrapped in DDP (gradients averaged over processes);
+        # self.model stays the plain module, for evaluation and checkpoints.
+        self.train_model = self.model
+        if self.place.enabled:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         make_optimizer = instantiate("schedule.optimizer", cfg.schedule.optimizer)  # a partial: params come next
         try:
@@ -162,10 +152,12 @@ class Trainer:
                 "Remove a key it does not take on the command line, e.g. '~schedule.optimizer.momentum'."
             ) from err
         sch = cfg.schedule
+        self.scale_lr()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(
             lr_factor, iters_per_epoch=self.iters_per_epoch, warmup_iters=sch.warmup_iters,
             warmup_ratio=sch.warmup_ratio, milestones=list(sch.milestones), gamma=sch.gamma))
-        self.scaler = torch.amp.GradScaler("cuda") if rt.amp and self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype(rt.amp, self.device)
+        self.scaler = grad_scaler(self.amp_dtype)
         self.start_epoch, self.start_step, self.iteration = 0, 0, 0
         if rt.load_from:
             state = load_checkpoint(rt.load_from)
@@ -182,6 +174,24 @@ class Trainer:
                          cfg.get("run_name"), self.run_dir.parent)
         elif rt.resume_from:
             self.resume(rt.resume_from)
+
+    def scale_lr(self) -> None:
+        """schedule.auto_scale_lr (MMDetection's rule): lr x (total batch / base_batch_size), where the
+        total batch is data.batch_size x the number of processes. Off by default: the configured lr
+        is used as it is, whatever the batch."""
+        total_batch = int(self.cfg.data.batch_size) * self.place.world_size
+        rule = self.cfg.schedule.get("auto_scale_lr") or {}
+        lr = self.optimizer.param_groups[0]["lr"]
+        if not rule.get("enable"):
+            log.info("lr %.4g for a total batch of %d images (%d process(es) x %d); schedule.auto_scale_lr.enable=true "
+                     "would scale it linearly from base_batch_size=%s", lr, total_batch, self.place.world_size,
+                     self.cfg.data.batch_size, rule.get("base_batch_size"))
+            return
+        factor = total_batch / int(rule.base_batch_size)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        log.info("schedule.auto_scale_lr: lr %.4g -> %.4g (total batch %d / base_batch_size %d)", lr, lr * factor,
+                 total_batch, rule.base_batch_size)
 
     def load_model_weights(self, state: dict) -> None:
         """Load a checkpoint's weights, saying which classes and model it was made for if they do not fit."""
@@ -204,13 +214,19 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.iteration = state["epoch"], state["iter"]
         self.start_step = state.get("epoch_step", 0)  # > 0: the checkpoint was written mid-epoch (interrupted)
+        if self.start_step and state.get("world_size", 1) != self.place.world_size:
+            raise CheckpointError(
+                f"{state['path']} was written inside epoch {self.start_epoch + 1} (step {self.start_step}) by a run "
+                f"with {state.get('world_size', 1)} process(es); this one has {self.place.world_size}, so the steps "
+                "done would be other batches. Resume with the same number of processes (torchrun --nproc_per_node), "
+                "or from an epoch-end checkpoint (checkpoints/epoch_N.pth).")
         self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
         old_best = state.get("best_checkpoint")
         if old_best and not Path(old_best).is_file():  # the old run dir was moved: look beside the checkpoint
             old_best = str(Path(state["path"]).parent / Path(old_best).name)
         if old_best and Path(old_best).is_file():
             self.best_path = self.ckpt_dir / Path(old_best).name
-            if Path(old_best).resolve() != self.best_path.resolve():
+            if Path(old_best).resolve() != self.best_path.resolve() and self.place.is_main:
                 shutil.copy2(old_best, self.best_path)  # the continued run keeps its best file
         restore_rng_states(state["rng"])
         self.wandb_resume_id = state.get("wandb_run_id")
@@ -233,6 +249,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": epoch,  # epochs completed
             "epoch_step": epoch_step,
+            "world_size": self.place.world_size,  # epoch_step counts steps of this many processes
             "iter": self.iteration,
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
@@ -250,6 +267,8 @@ class Trainer:
     def save_epoch_checkpoints(self, epoch: int) -> bool:
         """epoch_N.pth (every checkpoint_interval epochs, pruned) and last.pth; False when last.pth was
         not written (too little disk space)."""
+        if not self.place.is_main:
+            return True
         state = self.state_dict(epoch)
         rt = self.cfg.runtime
         if epoch % rt.checkpoint_interval == 0 or epoch == self.cfg.schedule.epochs:
@@ -279,14 +298,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- the run
     def log_train(self, record: dict) -> None:
+        # Every process reaches this at the same steps: log the losses averaged over all of them.
+        losses = distributed.mean_over_ranks({k: v for k, v in record.items() if k.startswith("loss")}, self.place)
+        record = {**record, **losses}
+        if not self.place.is_main:
+            return
         log.info(format_losses(record))
         self.metrics.write(record)
         self.wandb.log_train(record)
 
     def evaluate(self, epoch: int) -> None:
         tic = time.perf_counter()
-        metrics = evaluate(self.model, self.val_loader, self.device)
-        log.info("Evaluation after epoch %d (%d images, %.1fs):\n%s", epoch, len(self.val_set),
+        distributed.sync_buffers(self.model, self.place)
+        metrics = evaluate(self.model, self.val_loader, self.device, self.place)
+        if metrics is None:  # not rank 0: its predictions went to rank 0, which scores and keeps the best
+            return
+        log.info("Evaluation after epoch %d (%d images%s, %.1fs):\n%s", epoch, metrics.pop("images"),
+                 f" on {self.place.world_size} processes" if self.place.enabled else "",
                  time.perf_counter() - tic, format_classwise_table(metrics))
         log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))
         self.metrics.write({"mode": "val", "epoch": epoch, "iter": self.iteration, **metrics})
@@ -297,7 +325,7 @@ class Trainer:
         """After a Ctrl-C / SIGTERM: last.pth at this exact position, status interrupted, then out."""
         last = self.ckpt_dir / "last.pth"
         where = f"epoch {epochs_done + 1}, step {epoch_step}" if epoch_step else f"the end of epoch {epochs_done}"
-        if save_checkpoint(self.state_dict(epochs_done, epoch_step), last):
+        if not self.place.is_main or save_checkpoint(self.state_dict(epochs_done, epoch_step), last):
             self.summary.update(epochs_done=epochs_done, last_checkpoint=str(last))
             held = f"{last} holds that state"
         else:  # too little disk space: the previous last.pth (if any) is the resume point
@@ -317,7 +345,8 @@ class Trainer:
         try:
             self.build()
             cfg, rt = self.cfg, self.cfg.runtime
-            self.wandb.start(cfg, self.run_dir, self.overrides, resume_id=self.wandb_resume_id)
+            if self.place.is_main:
+                self.wandb.start(cfg, self.run_dir, self.overrides, resume_id=self.wandb_resume_id)
             if self.wandb.run_id:
                 self.summary.update(wandb_run_id=self.wandb.run_id)
             epochs = cfg.schedule.epochs
@@ -327,13 +356,15 @@ class Trainer:
                 # Re-seed the loader per epoch: a resumed run shuffles and augments epoch e as the
                 # uninterrupted run would have.
                 self.train_loader.generator.manual_seed(rt.seed + epoch)
+                start_step = self.start_step if epoch == self.start_epoch else 0
+                self.train_loader.batch_sampler.set_epoch(epoch, start_batch=start_step)
                 try:
                     result = train_one_epoch(
-                        self.model, self.train_loader, self.optimizer, self.scheduler, self.device, epoch,
+                        self.train_model, self.train_loader, self.optimizer, self.scheduler, self.device, epoch,
                         self.iteration, rt.log_interval, self.log_train, cfg.schedule.grad_clip,
                         rt.max_iters_per_epoch, self.scaler,
-                        start_step=self.start_step if epoch == self.start_epoch else 0,
-                        should_stop=stop, skip_nonfinite=bool(rt.skip_nonfinite))
+                        start_step=start_step, should_stop=stop, skip_nonfinite=bool(rt.skip_nonfinite),
+                        amp_dtype=self.amp_dtype, agree=partial(distributed.any_rank, place=self.place))
                 except RuntimeError as err:
                     if not (stop() and "DataLoader worker" in str(err)):
                         raise
@@ -357,7 +388,8 @@ class Trainer:
                 self.summary.update(epochs_done=done)
                 if last_saved:
                     self.summary.update(last_checkpoint=str(self.ckpt_dir / "last.pth"))
-                if stop() and done < epochs:  # the signal came during the last step, evaluation or saving
+                stop_asked = distributed.any_rank([stop()], self.place)[0]
+                if stop_asked and done < epochs:  # the signal came during the last step, evaluation or saving
                     self.stop_here(stop, done, 0)
             self.wandb.log_best_checkpoint(self.best_path, {self.monitor: self.best_score, "epoch": self.best_epoch})
             self.summary.update(status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
