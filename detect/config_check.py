@@ -151,6 +151,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "runtime.log_interval": _int(low=1, example="20", check_range=False),
         "runtime.max_keep_ckpts": _int(low=-1, example="3"),  # -1 keeps every epoch_N.pth
         "runtime.skip_nonfinite": BOOL,
+        "runtime.progress": Rule("choice", choices=("auto", "bar", "lines"), example="lines"),
+        "runtime.plots.enabled": BOOL,
+        "runtime.plots.confusion_score_thr": _number(low=0, high=1, example="0.25"),
+        "runtime.plots.confusion_iou_thr": _number(above=0, high=1, example="0.5"),
         "runtime.max_iters_per_epoch": _int(low=1, nullable=True, example="50"),
         "runtime.wandb.enabled": BOOL,
         "runtime.wandb.log_checkpoint": BOOL,

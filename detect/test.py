@@ -16,6 +16,7 @@ Results go to `<run dir>/test/<mode>_<time>/`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -148,7 +149,13 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
         results = predict_tta(model, loader, device, dataset.category_of_label, scales, cfg.tta_flip, cfg.tta_merge,
                               cfg.tta_iou_thr, int(cfg.max_detections), float(cfg.score_threshold))
     else:
-        results = predict(model, loader, device, dataset.category_of_label)
+        # A progress bar in a terminal (a test set of thousands of images takes a while), none in a log file.
+        from detect.engine.progress import eval_bar, resolve_mode, terminal_logging_above_bars
+
+        mode = resolve_mode("auto")
+        with terminal_logging_above_bars() if mode == "bar" else contextlib.nullcontext():
+            results = predict(model, loader, device, dataset.category_of_label,
+                              show=lambda batches: eval_bar(mode, batches, len(loader), cfg.mode))
     (out_dir / "predictions.bbox.json").write_text(json.dumps(results) + "\n")  # also for error analysis
 
     if cfg.mode == "eval":

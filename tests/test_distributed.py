@@ -32,8 +32,10 @@ def test_two_process_run_keeps_the_run_directory_contract(tiny_demo_root, tmp_pa
     runs = [p for p in (tmp_path / "outputs" / "tester").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs
     run_dir = runs[0]
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "checkpoints", "metrics.jsonl", "summary.json",
-                                                         "train.log"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "checkpoints", "metrics.jsonl", "plots", "report.md",
+                                                         "summary.json", "train.log", "val_predictions.bbox.json"]
+    # Plots are drawn by rank 0 alone: one set, complete.
+    assert len(list((run_dir / "plots").glob("*.png"))) == 7
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 2 and summary["epochs_done"] == 2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted([

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +43,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
                     scaler: torch.amp.GradScaler | None = None, start_step: int = 0,
                     should_stop: Callable[[], bool] = lambda: False, skip_nonfinite: bool = False,
                     amp_dtype: torch.dtype | None = None,
-                    agree: Callable[[list[bool]], list[bool]] = lambda flags: flags) -> EpochResult:
+                    agree: Callable[[list[bool]], list[bool]] = lambda flags: flags,
+                    on_step: Callable[[dict[str, float], float], None] | None = None) -> EpochResult:
     """Train for one epoch; the lr schedule steps every iteration. `on_log` receives a dict of
     averaged losses every `log_interval` steps.
 
@@ -55,6 +56,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
     amp_dtype: autocast dtype (torch.float16 with `scaler`, or torch.bfloat16); None trains in fp32.
     agree: turns this process's [loss not finite, stop asked] into the decision of all DDP processes
     (detect.engine.distributed.any_rank), so they skip, stop or go on together.
+    on_step: called after every optimizer step with that step's losses and lr (the progress bar).
     """
     model.train()
     num_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
@@ -102,6 +104,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
             optimizer.step()
         scheduler.step()
         iteration += 1
+        if on_step is not None:
+            on_step(values, optimizer.param_groups[0]["lr"])
 
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -126,12 +130,14 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            category_of_label: dict[int, int], image_ids: list[int] | None = None) -> list[dict]:
+            category_of_label: dict[int, int], image_ids: list[int] | None = None,
+            show: Callable[[Iterable], Iterable] = lambda batches: batches) -> list[dict]:
     """Run the detector over `loader`; return COCO results (bbox xywh in original-image pixels).
-    `image_ids`, if given, receives the id of every image predicted (also those without boxes)."""
+    `image_ids`, if given, receives the id of every image predicted (also those without boxes).
+    `show` wraps the batches (a progress bar)."""
     model.eval()
     results = []
-    for images, targets in loader:
+    for images, targets in show(loader):
         images, _ = move_to(images, [], device, non_blocking=True)
         outputs = model(images)
         for target, output in zip(targets, outputs):
@@ -150,13 +156,15 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-             place: Dist = SINGLE_PROCESS) -> dict | None:
+             place: Dist = SINGLE_PROCESS,
+             show: Callable[[Iterable], Iterable] = lambda batches: batches) -> tuple[dict, list[dict]] | None:
     """COCO metrics of the model on the loader's data set (see detect.evaluation.coco_metrics), plus
-    `images`: how many images were predicted. Under torchrun each process predicts its share of the
-    images and rank 0 scores them all; the other ranks get None."""
+    `images`: how many images were predicted; and the detections scored (COCO results). Under
+    torchrun each process predicts its share of the images and rank 0 scores them all; the other
+    ranks get None."""
     dataset = loader.dataset
     seen: list[int] = []
-    detections = gather_lists(predict(model, loader, device, dataset.category_of_label, seen), place)
+    detections = gather_lists(predict(model, loader, device, dataset.category_of_label, seen, show), place)
     seen = gather_lists(seen, place)
     if detections is None:
         return None
@@ -165,4 +173,5 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
                            f"{len(dataset.images)} in {dataset.ann_file}: the loaders' sharding is broken.")
     # Label i (1-based) is class_names[i - 1]; the evaluation speaks the json's category ids.
     category_ids = [dataset.category_of_label[label] for label in range(1, len(dataset.classes) + 1)]
-    return {**evaluate_boxes(dataset.coco, detections, dataset.classes, category_ids), "images": len(seen)}
+    metrics = {**evaluate_boxes(dataset.coco, detections, dataset.classes, category_ids), "images": len(seen)}
+    return metrics, detections

@@ -34,9 +34,10 @@ class MetricsLog:
             f.write(json.dumps(_json_safe(record)) + "\n")
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict | list, indent: int | None = 2) -> None:
+    """Write `data` as strict JSON through a temporary file, so a reader sees the old or the new file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    tmp.write_text(json.dumps(_json_safe(data), indent=indent) + "\n")
     os.replace(tmp, path)
 
 

@@ -6,6 +6,7 @@ checkpoints/{best_<monitor>_epoch_N.pth, epoch_N.pth, last.pth}, summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -29,8 +30,10 @@ from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, grad_sca
 from detect.engine.interrupt import StopRequest
 from detect.engine.loop import evaluate, train_one_epoch
 from detect.engine.lr_schedule import lr_factor
+from detect.engine.progress import FILE_ONLY, EpochBar, eval_bar, format_eta, resolve_mode, terminal_logging_above_bars
 from detect.engine.reproducibility import restore_rng_states, rng_states, seed_everything
 from detect.engine.run_files import MetricsLog, RunSummary
+from detect.engine.run_visuals import RunVisuals
 from detect.engine.wandb_logger import WandbLogger
 from detect.errors import CheckpointError, ConfigError, RunInterrupted
 from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
@@ -38,10 +41,11 @@ from detect.evaluation.coco_metrics import SUMMARY_KEYS, format_classwise_table
 log = logging.getLogger("detect")
 
 
-def format_losses(record: dict) -> str:
+def format_losses(record: dict, eta_seconds: float | None = None) -> str:
     losses = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
+    eta = f"  eta {format_eta(eta_seconds)}" if eta_seconds is not None else ""
     return (f"epoch {record['epoch']} [{record['step']}/{record['steps']}] iter {record['iter']}  "
-            f"lr={record['lr']:.2e}  {losses}  {record['sec_per_iter']:.2f}s/it")
+            f"lr={record['lr']:.2e}  {losses}  {record['sec_per_iter']:.2f}s/it{eta}")
 
 
 class Trainer:
@@ -84,6 +88,9 @@ class Trainer:
         self.overrides = list((provenance or {}).get("overrides", []))
         self.wandb = WandbLogger()  # optional W&B mirror of the logs; never stops training
         self.wandb_resume_id: str | None = None  # the W&B run a resumed checkpoint belongs to
+        # bar or lines (runtime.progress), and the plots / report of the run dir (runtime.plots)
+        self.progress = resolve_mode(str(rt.get("progress", "auto")), self.place.is_main)
+        self.visuals = RunVisuals(self.run_dir, self.monitor, rt.get("plots") or {}, enabled=self.place.is_main)
 
     # ---------------------------------------------------------------- setup
     def check_runtime(self) -> None:
@@ -111,6 +118,13 @@ class Trainer:
         # The val set takes the training set's classes, so label k means the same class in both.
         self.val_set = (build_dataset(cfg.data, "val", train=False, classes=self.classes, float_output=float_output)
                         if files["val"] else None)
+        # What detect.report needs to draw PR curves, confusion matrix and label statistics without the model.
+        self.summary.update(
+            classes=list(self.classes),
+            category_ids=[self.train_set.category_of_label[label] for label in range(1, len(self.classes) + 1)],
+            data_root=str(Path(cfg.data.root).expanduser().resolve()),
+            data_files={split: str(ds.ann_file.resolve()) for split, ds in
+                        (("train", self.train_set), ("val", self.val_set)) if ds is not None})
         log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(self.train_set), files["train"],
                  f"{len(self.val_set)} val images from {files['val']}" if self.val_set else "no val split "
                  "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")
@@ -277,24 +291,26 @@ class Trainer:
                 log.info("Removed %s (runtime.max_keep_ckpts=%d)", path.name, rt.max_keep_ckpts)
         return save_checkpoint(state, self.ckpt_dir / "last.pth")
 
-    def update_best(self, epoch: int, score: float | None) -> None:
-        """Keep exactly one best file: a strictly better score replaces it, anything else keeps it."""
+    def update_best(self, epoch: int, score: float | None) -> bool:
+        """Keep exactly one best file: a strictly better score replaces it, anything else keeps it.
+        True when this epoch became the best."""
         if not is_better(score, self.best_score):
             log.info("%s=%s at epoch %d; best stays %s (epoch %s)", self.monitor, score, epoch, self.best_score,
                      self.best_epoch)
-            return
+            return False
         old_path, old_score, old_epoch = self.best_path, self.best_score, self.best_epoch
         self.best_score, self.best_epoch = score, epoch
         new_path = self.ckpt_dir / best_checkpoint_name(self.monitor, epoch)
         if not save_checkpoint(self.state_dict(epoch), new_path):  # too little disk space: keep the old best
             self.best_score, self.best_epoch = old_score, old_epoch
-            return
+            return False
         self.best_path = new_path
         if old_path is not None and old_path != self.best_path and old_path.exists():
             old_path.unlink()
         log.info("New best %s=%.4f at epoch %d (was %s) -> %s", self.monitor, score, epoch, old_score,
                  self.best_path.name)
         self.summary.update(best_score=score, best_epoch=epoch, best_checkpoint=str(self.best_path))
+        return True
 
     # ---------------------------------------------------------------- the run
     def log_train(self, record: dict) -> None:
@@ -303,23 +319,31 @@ class Trainer:
         record = {**record, **losses}
         if not self.place.is_main:
             return
-        log.info(format_losses(record))
+        # The run's remaining iterations at this pace (evaluations not counted).
+        remaining = self.cfg.schedule.epochs * self.iters_per_epoch - record["iter"]
+        # With a progress bar the terminal shows the losses already: this line goes to train.log only.
+        log.info(format_losses(record, remaining * record["sec_per_iter"]),
+                 extra=FILE_ONLY if self.progress == "bar" else None)
         self.metrics.write(record)
         self.wandb.log_train(record)
 
     def evaluate(self, epoch: int) -> None:
         tic = time.perf_counter()
         distributed.sync_buffers(self.model, self.place)
-        metrics = evaluate(self.model, self.val_loader, self.device, self.place)
-        if metrics is None:  # not rank 0: its predictions went to rank 0, which scores and keeps the best
+        result = evaluate(self.model, self.val_loader, self.device, self.place,
+                          show=lambda batches: eval_bar(self.progress, batches, len(self.val_loader)))
+        if result is None:  # not rank 0: its predictions went to rank 0, which scores and keeps the best
             return
+        metrics, detections = result
         log.info("Evaluation after epoch %d (%d images%s, %.1fs):\n%s", epoch, metrics.pop("images"),
                  f" on {self.place.world_size} processes" if self.place.enabled else "",
                  time.perf_counter() - tic, format_classwise_table(metrics))
         log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))
         self.metrics.write({"mode": "val", "epoch": epoch, "iter": self.iteration, **metrics})
         self.wandb.log_eval(epoch, self.iteration, metrics)
-        self.update_best(epoch, metrics[self.monitor])
+        if self.update_best(epoch, metrics[self.monitor]):
+            self.visuals.new_best(detections)
+        self.visuals.after_evaluation()
 
     def stop_here(self, stop: StopRequest, epochs_done: int, epoch_step: int) -> None:
         """After a Ctrl-C / SIGTERM: last.pth at this exact position, status interrupted, then out."""
@@ -338,7 +362,9 @@ class Trainer:
     def fit(self) -> float | None:
         """Train all epochs; returns the best monitored score (what a sweeper maximizes). Ctrl-C and
         SIGTERM stop it cleanly (see detect/engine/interrupt.py)."""
-        with StopRequest() as stop:
+        # With a progress bar, log lines are printed above it rather than through it.
+        bars = terminal_logging_above_bars() if self.progress == "bar" else contextlib.nullcontext()
+        with StopRequest() as stop, bars:
             return self.run_epochs(stop)
 
     def run_epochs(self, stop: StopRequest) -> float | None:
@@ -358,13 +384,15 @@ class Trainer:
                 self.train_loader.generator.manual_seed(rt.seed + epoch)
                 start_step = self.start_step if epoch == self.start_epoch else 0
                 self.train_loader.batch_sampler.set_epoch(epoch, start_batch=start_step)
+                bar = EpochBar(self.progress, epoch, epochs, self.iters_per_epoch, initial=start_step)
                 try:
                     result = train_one_epoch(
                         self.train_model, self.train_loader, self.optimizer, self.scheduler, self.device, epoch,
                         self.iteration, rt.log_interval, self.log_train, cfg.schedule.grad_clip,
                         rt.max_iters_per_epoch, self.scaler,
                         start_step=start_step, should_stop=stop, skip_nonfinite=bool(rt.skip_nonfinite),
-                        amp_dtype=self.amp_dtype, agree=partial(distributed.any_rank, place=self.place))
+                        amp_dtype=self.amp_dtype, agree=partial(distributed.any_rank, place=self.place),
+                        on_step=bar.step)
                 except RuntimeError as err:
                     if not (stop() and "DataLoader worker" in str(err)):
                         raise
@@ -375,6 +403,8 @@ class Trainer:
                         f"{stop.name} also stopped the data loader workers during epoch {epoch + 1}, so no new "
                         f"checkpoint was written; {self.ckpt_dir / 'last.pth'} (if any) is the last complete state. "
                         f"Continue with runtime.resume_from={self.run_dir} (or =auto).", stop.exit_code) from None
+                finally:
+                    bar.close()
                 self.iteration = result.iteration
                 if result.nonfinite_skipped:
                     self.nonfinite_skipped += result.nonfinite_skipped
@@ -393,12 +423,9 @@ class Trainer:
                     self.stop_here(stop, done, 0)
             self.wandb.log_best_checkpoint(self.best_path, {self.monitor: self.best_score, "epoch": self.best_epoch})
             self.summary.update(status="finished", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-            if self.best_path is None:
-                log.info("Finished %d epochs without evaluation (no val split); last checkpoint: %s", epochs,
-                         self.ckpt_dir / "last.pth")
-            else:
-                log.info("Finished. Best %s=%.4f at epoch %d: %s", self.monitor, self.best_score, self.best_epoch,
-                         self.best_path)
+            self.visuals.at_end()  # PR curves, confusion matrix, label statistics, report.md
+            if self.place.is_main:
+                log.info(self.visuals.closing_summary(self.summary.data))
             return self.best_score
         except RunInterrupted:
             raise

@@ -213,6 +213,22 @@ def evaluate_boxes(ground_truth: dict, detections: list[dict], class_names: list
     return result
 
 
+def precision_recall_iou50(ground_truth: dict, detections: list[dict], class_names: list[str],
+                           category_ids: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
+    """The precision-recall curve of each class at IoU 0.5, as COCOeval interpolates it (all areas,
+    100 detections per image): the 101 recall points 0, 0.01, ..., 1 and, per class, the precision
+    at each (0 past the highest recall reached; None for a class without ground truth). The mean of
+    a class's curve is its AP50 in `evaluate_boxes`, exactly."""
+    _, precision, column_cats = _evaluate(ground_truth, detections, category_ids)
+    column_of = {cat: k for k, cat in enumerate(column_cats)}
+    recall = np.linspace(0.0, 1.0, precision.shape[1])
+    curves = {}
+    for name, cat in zip(class_names, category_ids):
+        curve = precision[0, :, column_of[int(cat)], 0, -1]
+        curves[name] = None if (curve <= -1).all() else np.asarray(curve, dtype=float)
+    return recall, curves
+
+
 def format_classwise_table(metrics: dict) -> str:
     """A fixed-width table: one row per class with AP and AP50, then the overall mean row."""
     classwise = metrics["classwise"]
