@@ -1,4 +1,4 @@
-"""Check the command line of `python -m detect.train` / `detect.test` before Hydra starts a run.
+"""Check the command line of `python -m detect.train` / `detect.test` / `detect.browse` before Hydra starts a run.
 
 What it catches, with one message and exit status 2 (no traceback, no run directory):
 - an unknown key in a plain `key=value` override (`schedule.lrr=0.1`): the message suggests the
@@ -171,6 +171,15 @@ RULES: dict[str, dict[str, Rule]] = {
         "data.max_size": _int(low=1, nullable=True, example="1333"),
     },
 }
+# detect.browse composes the training config (conf/browse.yaml starts from train.yaml) and adds its
+# own keys; detect.browse checks these again when it runs (a call that did not come through check_cli).
+BROWSE_RULES: dict[str, Rule] = {
+    "num_images": _int(low=1, example="16"),
+    "split": Rule("choice", choices=("train", "val"), example="val"),
+    "seed": _int(low=0, high=2**32 - 1, example="0"),
+    "grid_columns": _int(low=1, example="4"),
+}
+RULES["browse"] = {**RULES["train"], **BROWSE_RULES}
 
 # Examples for required (`???`) values.
 REQUIRED_EXAMPLES = {"data.root": "/path/to/dataset"}

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
+
 from detect.plots import new_figure, save_figure
 
 
@@ -83,12 +85,13 @@ def plot_metrics(val: list[dict], folder: Path, monitor: str = "bbox_mAP_50") ->
                 label=f"best {monitor} {best:.3f} (epoch {epoch})")
     if not val:
         ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("score")
     ax.set_ylim(0, 1)
     ax.set_title("Validation mAP per epoch")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
     return save_figure(fig, folder, "metrics")
 
 
