@@ -77,11 +77,11 @@ def browse(cfg: DictConfig) -> Path:
     import torch
     from hydra.core.hydra_config import HydraConfig
     from torchvision.io import write_png
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
     from torchvision.utils import draw_bounding_boxes
 
     from detect.data.build import annotation_files, build_dataset
     from detect.errors import ConfigError
+    from detect.models.parts import image_transform
 
     check_options(cfg)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -96,11 +96,11 @@ def browse(cfg: DictConfig) -> Path:
                           f"data.{split}_ann=<file>, or browse split=train.")
     dataset = build_dataset(data, split, train=split == "train", float_output=False)  # uint8: what PNGs hold
 
-    # The model's own resize (min_size/max_size of the model section, which follow data.* unless a
-    # model config sets its own), called as the detector calls it: the same sizes to the pixel.
-    min_size = int(cfg.model.get("min_size", data.min_size))
-    max_size = int(cfg.model.get("max_size", data.max_size))
-    resize = GeneralizedRCNNTransform(min_size, max_size, list(data.mean), list(data.std)).eval()
+    # The detector's own transform, built by the function the model builders call, from the model
+    # section's keys (which follow data.min_size/max_size unless a model config sets its own).
+    model = cfg.model
+    min_size, max_size = int(model.min_size), int(model.max_size)
+    resize = image_transform(min_size, max_size, model.image_mean, model.image_std, int(model.size_divisible)).eval()
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     count = min(int(cfg.num_images), len(dataset))
