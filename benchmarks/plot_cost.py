@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=1220, help="iterations per epoch")
     parser.add_argument("--log-interval", type=int, default=20)
     args = parser.parse_args()
-    from detect.report import build_report, refresh_training_plots
+    from detect.plots.report import build_report, refresh_training_plots
 
     rng = np.random.default_rng(0)
     coco, dets = synthetic(args.images, args.detections, rng)

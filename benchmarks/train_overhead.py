@@ -45,15 +45,15 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from detect.engine.trainer import Trainer
 from machine import machine_line  # benchmarks/machine.py (scripts run from this folder)
 from torch.utils.data import DataLoader
 
 from detect.config import register_resolvers
 from detect.data.build import build_dataset
 from detect.data.coco import collate
+from detect.engine.inference import move_to
 from detect.engine.interrupt import StopRequest
-from detect.engine.loop import move_to
-from detect.engine.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 MEDICAL_WASTE = REPO.parent / "shared" / "data" / "medical_waste"

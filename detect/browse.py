@@ -80,6 +80,7 @@ def browse(cfg: DictConfig) -> Path:
     from torchvision.utils import draw_bounding_boxes
 
     from detect.data.build import annotation_files, build_dataset
+    from detect.data.demo import prepare_demo_data
     from detect.errors import ConfigError
     from detect.models.parts import image_transform
 
@@ -94,6 +95,7 @@ def browse(cfg: DictConfig) -> Path:
         raise ConfigError(f"split={split}: data={data.name} has no {split} annotation file (data.{split}_ann=null). "
                           f"Set data.fold=k to use {str(data.fold_val_ann).format(fold='<k>')} of a k-fold split, "
                           f"data.{split}_ann=<file>, or browse split=train.")
+    prepare_demo_data(data)  # data=demo: generated when missing
     dataset = build_dataset(data, split, train=split == "train", float_output=False)  # uint8: what PNGs hold
 
     # The detector's own transform, built by the function the model builders call, from the model

@@ -88,8 +88,10 @@ def compose_with_hydra(config_name: str, overrides: list[str], config_dir: Path)
     from hydra import compose, initialize_config_dir
 
     from detect.config import register_resolvers
+    from detect.schemas import register_schemas
 
     register_resolvers()
+    register_schemas()  # the conf/ files name their schemas (/schema/...) in their defaults lists
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=config_name):
         try:
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)

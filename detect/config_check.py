@@ -1,38 +1,42 @@
 """Check the command line of `python -m detect.train` / `detect.test` / `detect.browse` before Hydra starts a run.
 
-What it catches, with one message and exit status 2 (no traceback, no run directory):
+Types, allowed values (Enums) and required values are the schemas' job (detect/schemas.py: OmegaConf
+rejects `schedule.lr=abc` or `mode=submit` itself, naming the key). This module turns what OmegaConf
+and Hydra report into one line that says how to fix it, and adds what a schema cannot say. What it
+catches, with one message and exit status 2 (no traceback, no run directory):
 - an unknown key in a plain `key=value` override (`schedule.lrr=0.1`): the message suggests the
   nearest key and lists the valid keys of the deepest section that exists;
 - the same for the keys of a sweeper's search space (`hydra.sweeper.params`, e.g. hparams_search);
-- a value of the wrong type or out of range for the keys users set most (`schedule.lr=abc`,
-  `schedule.epochs=0`, `data.batch_size=two`), every value of a `-m` sweep included;
-- a required value left at `???` (`data.root` for data=coco).
+- a value the schema rejects (`schedule.lr=abc`, `data.batch_size=two`, `mode=submit`), every value
+  of a `-m` sweep included, said with the range and an example from RULES below;
+- a value of the right type out of its range (`schedule.epochs=0`, `data.hflip_prob=2`), and the
+  choices a schema cannot type: str keys that go into checkpoints (runtime.progress, runtime.monitor)
+  and keys of mixed types (runtime.amp: false/true/fp16/bf16);
+- a required value left at `???` (`data.root` for data=coco);
+- a value of the wrong type or an unknown key in a config file (an experiment, a member's option).
 
 How: the config is composed with Hydra's compose API and the command line's own overrides (a
 sweep contributes its first value), so the keys of the chosen group options (`model=cascade_rcnn`,
 `experiment=...`) count. If that fails, it is composed again without the plain key overrides, and
-each of them is looked up. If Hydra cannot compose the config for any other reason (an unknown group
-option, a bad `+key`/`~key`, a syntax error), nothing is reported here: Hydra runs and says it in its
-own words. `+key=value` (add), `++key`, `~key` (delete), `hydra.*` keys and group selections are
-not checked here.
+each of them is looked up and applied to it as Hydra would (OmegaConf.update): every unknown key and
+rejected value is named. If Hydra cannot compose the config for any other reason (an unknown group
+option, a bad `~key`, a syntax error), nothing is reported here: Hydra runs and says it in its own
+words. `+key=value` (add), `++key`, `~key` (delete), `hydra.*` keys and group selections are not
+checked here. Open sections (model, schedule.optimizer, schedule.lr_scheduler) take any key of
+their `_target_`: only the keys they already have are known.
 
-Why a table and not structured-config schemas: the config tree is open. A model section takes any
-keyword argument of its `_target_`, a member's config may add keys, and an optimizer may be swapped
-for one with other arguments; a dataclass schema would have to list all of them or give up on
-checking. So unknown keys are found against the composed tree itself, and types against the small
-table below (key -> type, range, example), which names only keys whose meaning is fixed. Ranges the
-trainer checks itself before it builds anything (runtime.*_interval, runtime.monitor) and the options
-detect.test checks before it loads a checkpoint stay there; this module catches the types that would
-otherwise crash with a traceback.
-
-Cheap by design: imports hydra and omegaconf only (no torch); a composition costs about 0.2 s. It
-is skipped for `--help`, `--cfg`, `--info`, shell completion and every other flag but `-m`.
+With `--cfg job|hydra|all` the same check runs, less the required values (printing a config that
+still has a `???` is fine). It is skipped for `--help`, `--info`, shell completion and every other
+flag. Cheap by design: imports hydra and omegaconf only (no torch); a composition costs about 0.2 s.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import math
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from omegaconf.nodes import BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
+
+from detect import schemas
+from detect.schemas import MONITOR_METRICS, PROGRESS_MODES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_CODE = 2  # a usage error, as argparse's; errors found while running exit with 1
@@ -48,31 +57,29 @@ _ABSENT = object()
 
 @dataclass(frozen=True)
 class Rule:
-    """What a key's value must be. kind: int | number | bool | int_list | choice."""
+    """What the schema cannot say about a key: the range of its numbers (each element of a list),
+    or the values it may take when they are of mixed types or must stay plain strings. The type
+    itself comes from the schema (detect/schemas.py); `example` goes into the message."""
 
-    kind: str
     low: float | None = None  # inclusive lower bound
     high: float | None = None  # inclusive upper bound
     above: float | None = None  # exclusive lower bound
-    nullable: bool = False
     example: str = ""
     choices: tuple = ()
-    check_range: bool = True  # False: only the type is checked here, the range where it is used
+    check_range: bool = True  # False: the range is only said here, and checked where it is used
 
-    def describe(self) -> str:
-        if self.kind == "bool":
-            text = "true or false"
-        elif self.kind == "choice":
+    def describe(self, noun: str) -> str:
+        """'a whole number >= 1' from the schema's noun ('a whole number') and the range."""
+        if self.choices:
             names = [_show(c) for c in self.choices]
-            text = "one of " + ", ".join(names[:-1]) + " or " + names[-1]
-        else:
-            noun = {"int": "a whole number", "number": "a number", "int_list": "a list of whole numbers"}[self.kind]
-            text = noun + self._bounds()
-        return text + (" or null" if self.nullable else "")
+            return "one of " + ", ".join(names[:-1]) + " or " + names[-1]
+        return noun + self._bounds()
 
     def _bounds(self) -> str:
         if self.low is not None and self.high is not None:
             return f" in [{_num(self.low)}, {_num(self.high)}]"
+        if self.above is not None and self.high is not None:
+            return f" in ({_num(self.above)}, {_num(self.high)}]"
         if self.above is not None:
             return f" > {_num(self.above)}"
         if self.low is not None:
@@ -80,19 +87,13 @@ class Rule:
         return ""
 
     def accepts(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if self.kind == "choice":
+        """Whether a value of the schema's type (None where the schema allows it) is in range."""
+        if self.choices:
             return any(value == c and type(value) is type(c) for c in self.choices)
-        if self.kind == "int_list":
-            return isinstance(value, (list, tuple)) and all(self._number_ok(v, whole=True) for v in value)
-        return self._number_ok(value, whole=self.kind == "int")
-
-    def _number_ok(self, value: Any, whole: bool) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-            return False
+        if value is None or isinstance(value, (bool, str)):
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(self.accepts(v) for v in value)
         if not math.isfinite(value):
             return False
         if not self.check_range:
@@ -101,115 +102,125 @@ class Rule:
                     or (self.above is not None and value <= self.above))
 
 
-def _int(low=None, high=None, nullable=False, example="", check_range=True) -> Rule:
-    return Rule("int", low=low, high=high, nullable=nullable, example=example, check_range=check_range)
+def _range(low=None, high=None, above=None, example="", check_range=True) -> Rule:
+    return Rule(low=low, high=high, above=above, example=example, check_range=check_range)
 
 
-def _number(low=None, high=None, above=None, nullable=False, example="") -> Rule:
-    return Rule("number", low=low, high=high, above=above, nullable=nullable, example=example)
+def _choice(*choices, example="") -> Rule:
+    return Rule(choices=choices, example=example)
 
 
-BOOL = Rule("bool", example="true")
-
-# The keys users set most, per entry point. A key that the composed config lacks is skipped (a
-# schedule without momentum, an older config).
+# Per entry point: ranges and choices the schemas cannot say (their types are the schemas'). A key
+# that the composed config lacks is skipped (an older config).
 RULES: dict[str, dict[str, Rule]] = {
     "train": {
-        "schedule.epochs": _int(low=1, example="12"),
-        "schedule.lr": _number(above=0, example="0.005"),
-        "schedule.momentum": _number(low=0, high=1, example="0.9"),
-        "schedule.weight_decay": _number(low=0, example="0.0001"),
-        "schedule.warmup_iters": _int(low=0, example="500"),
-        "schedule.warmup_ratio": _number(low=0, high=1, example="0.001"),
-        "schedule.milestones": Rule("int_list", low=1, example="[8,11]"),
-        "schedule.gamma": _number(above=0, example="0.1"),
-        "schedule.grad_clip": _number(above=0, nullable=True, example="10"),
-        "data.batch_size": _int(low=1, example="4"),
-        "data.min_size": _int(low=1, example="800"),
-        "data.max_size": _int(low=1, example="1333"),
-        "data.fold": _int(low=0, nullable=True, example="0"),
-        "data.hflip_prob": _number(low=0, high=1, example="0.5"),
-        "data.pad_divisor": _int(low=1, example="32"),
-        "data.train_keep_empty": BOOL,
-        "data.strict": BOOL,
-        "data.skip_bad_images": BOOL,
-        "runtime.seed": _int(low=0, high=2**32 - 1, example="42"),
-        "runtime.deterministic": BOOL,
-        "runtime.amp": Rule("choice", choices=(False, True, "fp16", "bf16"), example="bf16"),
-        "runtime.channels_last": BOOL,
-        "runtime.cudnn_benchmark": BOOL,
-        "runtime.persistent_workers": BOOL,
-        "runtime.group_by_aspect_ratio": BOOL,
-        "schedule.auto_scale_lr.enable": BOOL,
-        "schedule.auto_scale_lr.base_batch_size": _int(low=1, example="16"),
-        "runtime.threads": _int(low=1, nullable=True, example="4"),
-        "runtime.workers": _int(low=0, example="2"),
-        "runtime.pin_memory": Rule("choice", choices=("auto", True, False), example="auto"),
-        # The trainer checks the range of these (before building anything), so here only the type.
-        "runtime.eval_interval": _int(low=1, example="1", check_range=False),
-        "runtime.checkpoint_interval": _int(low=1, example="1", check_range=False),
-        "runtime.log_interval": _int(low=1, example="20", check_range=False),
-        "runtime.max_keep_ckpts": _int(low=-1, example="3"),  # -1 keeps every epoch_N.pth
-        "runtime.skip_nonfinite": BOOL,
-        "runtime.progress": Rule("choice", choices=("auto", "bar", "lines"), example="lines"),
-        "runtime.plots.enabled": BOOL,
-        "runtime.plots.confusion_score_thr": _number(low=0, high=1, example="0.25"),
-        "runtime.plots.confusion_iou_thr": _number(above=0, high=1, example="0.5"),
-        "runtime.max_iters_per_epoch": _int(low=1, nullable=True, example="50"),
-        "runtime.wandb.enabled": BOOL,
-        "runtime.wandb.log_checkpoint": BOOL,
+        "schedule.epochs": _range(low=1, example="12"),
+        "schedule.lr": _range(above=0, example="0.005"),
+        "schedule.momentum": _range(low=0, high=1, example="0.9"),
+        "schedule.weight_decay": _range(low=0, example="0.0001"),
+        "schedule.warmup_iters": _range(low=0, example="500"),
+        "schedule.warmup_ratio": _range(above=0, high=1, example="0.001"),  # torch's LinearLR cannot start at 0
+        "schedule.milestones": _range(low=1, example="[8,11]"),
+        "schedule.gamma": _range(above=0, example="0.1"),
+        "schedule.grad_clip": _range(above=0, example="10"),
+        "schedule.auto_scale_lr.base_batch_size": _range(low=1, example="16"),
+        "data.batch_size": _range(low=1, example="4"),
+        "data.min_size": _range(low=1, example="800"),
+        "data.max_size": _range(low=1, example="1333"),
+        "data.fold": _range(low=0, example="0"),
+        "data.hflip_prob": _range(low=0, high=1, example="0.5"),
+        "data.pad_divisor": _range(low=1, example="32"),
+        "runtime.seed": _range(low=0, high=2**32 - 1, example="42"),
+        "runtime.amp": _choice(False, True, "fp16", "bf16", example="bf16"),  # mixed types: Any in the schema
+        "runtime.threads": _range(low=1, example="4"),
+        "runtime.workers": _range(low=0, example="2"),
+        "runtime.pin_memory": _choice("auto", True, False, example="auto"),  # mixed types: Any in the schema
+        # The trainer checks the range of these (before building anything): here it is only said.
+        "runtime.eval_interval": _range(low=1, example="1", check_range=False),
+        "runtime.checkpoint_interval": _range(low=1, example="1", check_range=False),
+        "runtime.log_interval": _range(low=1, example="20", check_range=False),
+        "runtime.max_keep_ckpts": _range(low=-1, example="3"),  # -1 keeps every epoch_N.pth
+        # Plain strings in the schema (they go into checkpoints, see detect/schemas.py): choices here.
+        "runtime.progress": _choice(*PROGRESS_MODES, example="lines"),
+        "runtime.monitor": _choice(*MONITOR_METRICS, example="bbox_mAP"),
+        "runtime.plots.confusion_score_thr": _range(low=0, high=1, example="0.25"),
+        "runtime.plots.confusion_iou_thr": _range(above=0, high=1, example="0.5"),
+        "runtime.max_iters_per_epoch": _range(low=1, example="50"),
     },
-    # detect.test checks mode, score_threshold, max_detections and the tta_* values itself, before
-    # it loads a checkpoint; these are the ones it passes on unchecked.
+    # detect.test checks the ranges of score_threshold, max_detections and tta_iou_thr itself, before
+    # it loads a checkpoint: here they are only said. The others it passes on unchecked.
     "test": {
-        "workers": _int(low=0, example="2"),
-        "batch_size": _int(low=1, nullable=True, example="4"),
-        "tta": BOOL,
-        "tta_flip": BOOL,
-        "data.fold": _int(low=0, nullable=True, example="0"),
-        "data.min_size": _int(low=1, nullable=True, example="800"),
-        "data.max_size": _int(low=1, nullable=True, example="1333"),
+        "score_threshold": _range(low=0, high=1, example="0.05", check_range=False),
+        "max_detections": _range(low=1, example="100", check_range=False),
+        "tta_iou_thr": _range(above=0, high=1, example="0.55", check_range=False),
+        "workers": _range(low=0, example="2"),
+        "batch_size": _range(low=1, example="4"),
+        "data.fold": _range(low=0, example="0"),
+        "data.min_size": _range(low=1, example="800"),
+        "data.max_size": _range(low=1, example="1333"),
     },
 }
 # detect.browse composes the training config (conf/browse.yaml starts from train.yaml) and adds its
 # own keys; detect.browse checks these again when it runs (a call that did not come through check_cli).
 BROWSE_RULES: dict[str, Rule] = {
-    "num_images": _int(low=1, example="16"),
-    "split": Rule("choice", choices=("train", "val"), example="val"),
-    "seed": _int(low=0, high=2**32 - 1, example="0"),
-    "grid_columns": _int(low=1, example="4"),
+    "num_images": _range(low=1, example="16"),
+    "seed": _range(low=0, high=2**32 - 1, example="0"),
+    "grid_columns": _range(low=1, example="4"),
 }
 RULES["browse"] = {**RULES["train"], **BROWSE_RULES}
 
 # Examples for required (`???`) values.
 REQUIRED_EXAMPLES = {"data.root": "/path/to/dataset"}
 
-# The only flags the check runs with; any other (--help, --cfg, --info, -c, shell completion, --config-dir)
-# makes it stand aside and leaves the command line to Hydra.
-_RUN_FLAGS = {"-m", "--multirun"}
+# The only flags the check runs with; any other (--help, --info, shell completion, --config-dir)
+# makes it stand aside and leaves the command line to Hydra. The value is the number of arguments.
+_RUN_FLAGS = {"-m": 0, "--multirun": 0, "--cfg": 1, "-c": 1, "--package": 1, "-p": 1, "--resolve": 0}
+_PRINT_FLAGS = {"--cfg", "-c"}
 
 
 def check_cli(argv: Sequence[str], config_name: str, config_dir: Path = CONF_DIR) -> None:
-    """Print the problems of this command line and exit with status 2, or return if there are none."""
+    """Print the problems of this command line and exit with status 2, or return if there are none.
+    Also registers the schemas the conf/ files name, for the Hydra run that follows."""
+    from detect.schemas import register_schemas
+
+    register_schemas()
     problems = find_problems(argv, config_name, config_dir)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         sys.exit(EXIT_CODE)
 
 
+def _split_flags(argv: Sequence[str]) -> tuple[list[str], set[str]] | None:
+    """(overrides, flags) of a command line the check applies to; None if another flag is there."""
+    overrides, flags, args = [], set(), list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in _RUN_FLAGS:
+            flags.add(arg)
+            del args[:_RUN_FLAGS[arg]]
+        elif arg.startswith("-"):
+            return None
+        else:
+            overrides.append(arg)
+    return overrides, flags
+
+
 def find_problems(argv: Sequence[str], config_name: str, config_dir: Path = CONF_DIR) -> list[str]:
     """The problems of a command line (`sys.argv[1:]`), as user-facing messages; [] when it is fine
     or when the check does not apply (flags such as --help, or a config Hydra cannot compose)."""
-    overrides = [a for a in argv if a not in _RUN_FLAGS]
-    if not overrides or any(a.startswith("-") for a in overrides):
+    split = _split_flags(argv)
+    if split is None or not split[0]:
         return []
+    overrides, flags = split
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from detect.config import register_resolvers
+    from detect.schemas import register_schemas
 
     register_resolvers()
+    register_schemas()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=config_name):
         loader = GlobalHydra.instance().config_loader()
         try:
@@ -228,26 +239,27 @@ def find_problems(argv: Sequence[str], config_name: str, config_dir: Path = CONF
             items.append((override, _first_value_override(override), is_plain))
         plain = [o for o, _, is_plain in items if is_plain]
 
-        def composed(with_plain: bool) -> DictConfig | None:
+        def composed(with_plain: bool) -> DictConfig | Exception:
             texts = [t for _, t, is_plain in items if t is not None and (with_plain or not is_plain)]
             try:
                 return compose(config_name=config_name, overrides=texts, return_hydra_config=True)
-            except Exception:  # whatever it is, Hydra reports it when it runs
-                return None
+            except Exception as err:  # whatever it is, Hydra reports it when it runs (or we say it below)
+                return err
 
         cfg = composed(with_plain=True)
-        if cfg is None:  # an unknown key? Compose without the plain overrides and look each one up.
+        if isinstance(cfg, Exception):  # an unknown key or a value the schema rejects: find which
             base = composed(with_plain=False)
-            if base is None:
-                return []
-            return [m for o in plain if (m := unknown_key_message(base, o.key_or_group))]
+            if isinstance(base, Exception):  # a config file itself is wrong, or something for Hydra to say
+                return [m] if (m := config_file_message(base)) else []
+            return override_problems(base, plain, RULES.get(config_name, {}))
         unsettable = [o for o, t, is_plain in items if is_plain and t is None]
         problems = [m for o in unsettable if (m := unknown_key_message(cfg, o.key_or_group))]
         problems += sweeper_param_problems(cfg, top_groups)
         if problems:
             return problems
         problems += value_problems(cfg, RULES.get(config_name, {}), plain)
-        problems += missing_value_problems(cfg)
+        if not flags & _PRINT_FLAGS:  # --cfg job may print a config that still needs a value
+            problems += missing_value_problems(cfg)
         return list(dict.fromkeys(problems))
 
 
@@ -263,6 +275,19 @@ def _first_value_override(override) -> str | None:
     except Exception:  # an empty or unusual sweep: let Hydra judge it
         return None
     return f"{override.get_key_element()}={first}"
+
+
+def _values(override) -> list[Any]:
+    """The values an override sets: its value, or each value of a discrete sweep ([] for an
+    interval or anything else a sweeper picks while it runs)."""
+    try:
+        if not override.is_sweep_override():
+            return [_plain(override.value())]
+        if override.is_discrete_sweep():
+            return [_plain(v) for v in override.sweep_iterator()]
+    except Exception:  # a glob or such: Hydra reports it
+        pass
+    return []
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -400,9 +425,11 @@ def sweeper_param_problems(cfg: DictConfig, top_groups: Iterable[str]) -> list[s
 
 # ---------------------------------------------------------------------------------------- values
 def value_problems(cfg: DictConfig, rules: dict[str, Rule], plain_overrides: list) -> list[str]:
-    """Values of the wrong type or out of range: the composed value of each key in `rules`, and
-    every value of a `-m` sweep over one of them."""
+    """Values out of range: the composed value of each key in `rules`; and every value of a `-m`
+    sweep over a plain key that its schema type or its rule rejects."""
     problems = []
+    typed = {o.key_or_group: v[0] for o in plain_overrides  # a value as the user typed it (2, not 2.0)
+             if not o.is_sweep_override() and len(v := _values(o)) == 1}
     for key, rule in rules.items():
         node = _select_node(cfg, key)
         if node is _ABSENT or node._is_missing():  # a config without it, or `???` (reported as required)
@@ -414,19 +441,46 @@ def value_problems(cfg: DictConfig, rules: dict[str, Rule], plain_overrides: lis
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.accepts(value):
-            problems.append(_value_message(key, value, rule))
+            problems.append(_value_message(cfg, key, typed.get(key, value), rule))
     for override in plain_overrides:
-        rule = rules.get(override.key_or_group)
-        if rule is None or not override.is_discrete_sweep():
-            continue
-        try:
-            values = [_plain(v) for v in override.sweep_iterator()]
-        except Exception:  # a glob or such: Hydra reports it
-            continue
-        for value in values:
-            if not (isinstance(value, str) and "${" in value) and not rule.accepts(value):
-                problems.append(_value_message(override.key_or_group, value, rule))
+        if override.is_discrete_sweep():
+            key = override.key_or_group
+            problems += [m for v in _values(override) if (m := value_problem(cfg, key, v, rules.get(key)))]
     return problems
+
+
+def override_problems(base: DictConfig, plain_overrides: list, rules: dict[str, Rule]) -> list[str]:
+    """Why the plain `key=value` overrides cannot be applied to `base` (the config composed without
+    them): unknown keys, and values their schema type or rule rejects, each value of a sweep included."""
+    problems = []
+    for override in plain_overrides:
+        key = override.key_or_group
+        if message := unknown_key_message(base, key):
+            problems.append(message)
+            continue
+        problems += [m for v in _values(override) if (m := value_problem(base, key, v, rules.get(key)))]
+    return list(dict.fromkeys(problems))
+
+
+def value_problem(cfg: DictConfig, key: str, value: Any, rule: Rule | None = None) -> str | None:
+    """The message for `key=value` (a value as the command line gives it) if the schema or the rule
+    rejects it; None if it is fine, an interpolation, or `key` is not a value of `cfg`."""
+    if isinstance(value, str) and "${" in value:
+        return None
+    parent_key, _, name = key.rpartition(".")
+    parent = _select_node(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or name not in parent:
+        return None
+    trial = copy.deepcopy(parent)  # keeps its schema and its place in cfg (struct flags)
+    try:
+        OmegaConf.update(trial, name, value, merge=True)  # as Hydra applies an override
+        node = trial._get_node(name)
+        converted = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node._value()
+    except OmegaConfBaseException:  # the schema's type or Enum rejects it
+        return _value_message(cfg, key, value, rule)
+    if rule is not None and not (isinstance(converted, str) and "${" in converted) and not rule.accepts(converted):
+        return _value_message(cfg, key, value, rule)
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -436,12 +490,68 @@ def _plain(value: Any) -> Any:
         return value.text
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
-def _value_message(key: str, value: Any, rule: Rule) -> str:
-    example = f" (e.g. {key}={rule.example})" if rule.example else ""
-    return f"{key}={_show(value)} must be {rule.describe()}{example}."
+def _value_message(cfg: DictConfig, key: str, value: Any, rule: Rule | None) -> str:
+    """'schedule.lr='abc' must be a number > 0 (e.g. schedule.lr=0.005).': the type from the schema
+    (the node of `key` in `cfg`), range and example from the rule."""
+    noun, optional, example = _expected(_select_node(cfg, key))
+    text = rule.describe(noun) if rule is not None else noun
+    if optional and not (rule is not None and rule.choices):
+        text += " or null"
+    example = rule.example if rule is not None and rule.example else example
+    return f"{key}={_show(value)} must be {text}" + (f" (e.g. {key}={example})" if example else "") + "."
+
+
+_NOUNS = {IntegerNode: "a whole number", FloatNode: "a number", BooleanNode: "true or false", StringNode: "a string"}
+_PLURALS = {int: "whole numbers", float: "numbers", bool: "true/false values", str: "strings"}
+
+
+def _expected(node: Any) -> tuple[str, bool, str]:
+    """(what a value of this schema node must be, whether null is allowed, an example or '')."""
+    if node is _ABSENT:
+        return "a valid value", False, ""
+    optional = node._is_optional()
+    if isinstance(node, ListConfig):
+        return f"a list of {_PLURALS.get(node._metadata.element_type, 'values')}", optional, ""
+    if isinstance(node, DictConfig):
+        keys = _children(node)
+        return (f"a section (set its keys: {', '.join(keys)})" if keys else "a section"), optional, ""
+    if isinstance(node, EnumNode):
+        names = [_show(m.value) for m in node.enum_type]
+        return "one of " + ", ".join(names[:-1]) + " or " + names[-1], optional, ""
+    noun = next((text for kind, text in _NOUNS.items() if isinstance(node, kind)), "a valid value")
+    current = None if node._is_missing() or node._is_interpolation() else node._value()
+    example = "" if current is None else (_show(current) if not isinstance(current, str) else current)
+    return noun, optional, example
+
+
+def config_file_message(err: Exception) -> str | None:
+    """One line for a config file (an experiment, a member's option) that its schema rejects, from
+    Hydra's "In 'experiment/x': ValidationError raised while composing config: ..." (None for any
+    other error: Hydra says those)."""
+    match = re.match(r"In '([^']+)': (\w+) raised while composing config:\n(.*)", str(err), re.S)
+    if not match or match.group(2) not in ("ValidationError", "ConfigKeyError", "ConfigAttributeError",
+                                            "ConfigTypeError", "KeyValidationError"):
+        return None
+    where, kind, details = match.groups()
+    lines = [line.strip() for line in details.splitlines() if line.strip()]
+    full_key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "?")
+    origin = f"conf/{where}.yaml"
+    unknown = re.match(r"Key '([^']+)' not in '(\w+)'", lines[0] if lines else "")
+    if kind in ("ConfigKeyError", "ConfigAttributeError") and unknown:
+        schema = getattr(schemas, unknown.group(2), None)
+        names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+        close = difflib.get_close_matches(unknown.group(1), names, n=1)
+        section = full_key.rpartition(".")[0]
+        prefix = f"{section}." if section else ""
+        return (f"Unknown config key '{full_key}' in {origin}."
+                + (f" Did you mean '{prefix}{close[0]}'?" if close else "")
+                + (f" Valid keys of {section or 'the top level'}: {', '.join(sorted(names))}." if names else ""))
+    return f"{origin} sets {full_key} to a value its schema rejects: {lines[0] if lines else kind}."
 
 
 def missing_value_problems(cfg: DictConfig) -> list[str]:

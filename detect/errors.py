@@ -1,9 +1,15 @@
-"""Errors a user can meet and fix. The CLI prints their message (no traceback) and exits with 1;
-anything else is a bug and keeps its traceback."""
+"""Errors a user can meet and fix. Every command turns them into one message without a traceback
+and an exit code (detect/cli.py): 2 for a usage or config error found before any work (UsageError),
+1 for a failure during the work (any other DetectError), 130/143 when interrupted (RunInterrupted).
+Anything else is a bug and keeps its traceback."""
 
 
 class DetectError(Exception):
     """Base class: the message says what is wrong, where, and how to fix it."""
+
+
+class UsageError(DetectError, ValueError):
+    """The command line itself is wrong (an unknown option, a bad value): nothing was done. Exit 2."""
 
 
 class ConfigError(DetectError, ValueError):
@@ -32,3 +38,11 @@ class RunInterrupted(DetectError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RunFilesError(DetectError, ValueError):
+    """A run directory's file (summary.json, metrics.jsonl, a test folder) is missing or damaged."""
+
+
+class HookError(DetectError, RuntimeError):
+    """A training hook (checkpoints, plots, logging, ...) failed; the message names the hook and the event."""

@@ -110,11 +110,11 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
 
     from detect.data.build import annotation_files, build_dataset, build_loader
     from detect.engine.build import instantiate, select_device
-    from detect.engine.checkpoint import load_checkpoint
-    from detect.engine.loop import predict
+    from detect.engine.inference import predict
     from detect.engine.tta import predict_tta
     from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
     from detect.evaluation.submission import submission_rows, write_submission
+    from detect.run.checkpoints import load_checkpoint
 
     check_test_options(cfg)
     path = find_checkpoint(cfg.run, cfg.checkpoint)

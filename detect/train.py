@@ -1,8 +1,9 @@
 """Train a detector: `python -m detect.train [model=...] [data=...] [key=value ...]`.
 
-With no arguments it trains the small demo model on the embedded demo data (generated on first
-use). `python -m detect.train model=faster_rcnn data=trash` trains on the competition layout.
-Run directory: outputs/<member>/<run_name>/<timestamp>/ (see README "Run directory").
+With no arguments it trains the small demo model on the embedded demo data (generated at start-up
+when missing). `python -m detect.train model=faster_rcnn data=trash` trains on the competition
+layout. Run directory: outputs/<member>/<run_name>/<timestamp>/ (see README "Run directory").
+The work is detect.engine.fit.fit; this module parses, calls and reports.
 """
 
 from __future__ import annotations
@@ -26,39 +27,30 @@ def train(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from detect.cli import report
+    from detect.data.demo import prepare_demo_data
     from detect.engine import distributed
+    from detect.engine.fit import fit
     from detect.engine.provenance import provenance
-    from detect.engine.trainer import Trainer
     from detect.errors import DetectError, RunInterrupted
 
     hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
     place = distributed.current()
     if not place.is_main:  # under torchrun rank 0 speaks for all: the others say only warnings and errors
         logging.getLogger("detect").setLevel(logging.WARNING)
     try:
-        return Trainer(cfg, run_dir, provenance(hydra_cfg.overrides.task)).fit()
+        prepare_demo_data(cfg.data, place)  # data=demo: generated here when missing (never while building)
+        return fit(cfg, hydra_cfg.runtime.output_dir, provenance(hydra_cfg.overrides.task))
     except RunInterrupted as err:  # Ctrl-C / SIGTERM: a sweep stops too
-        log.warning("%s", err)
-        sys.exit(err.exit_code)
+        sys.exit(report(err))
     except DetectError as err:
         # A user-facing problem: one clear message, no traceback. The run dir records it as failed.
-        # (The trainer unwraps hydra's InstantiationException, so builders' errors arrive here as they are.)
-        log.error("%s", user_message(err))
+        code = report(err)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None  # this job is marked failed in its summary.json; the sweep goes on
-        sys.exit(1)
+        sys.exit(code)
     finally:
         distributed.shutdown(place)
-
-
-def user_message(err: Exception) -> str:
-    """The error's own words. An error raised in a DataLoader worker comes back with the worker's
-    traceback folded into its text; keep only the original message line."""
-    text = str(err)
-    if "Original Traceback" in text:
-        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
-    return text
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

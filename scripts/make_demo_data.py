@@ -1,4 +1,5 @@
-"""Generate the demo data set ahead of time (training does it on first use anyway).
+"""Generate the demo data set ahead of time (python -m detect.train and detect.browse do it at
+start-up when data=demo and the set is missing).
 
     python scripts/make_demo_data.py --root data/demo --seed 0 --num-train 320 --num-val 100
 """

@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 
-from detect.engine.checkpoint import (
+from detect.run.checkpoints import (
     CheckpointError,
     is_better,
     load_checkpoint,
     prune_epoch_checkpoints,
     save_checkpoint,
 )
-from detect.engine.lr_schedule import lr_factor
 
 
 @pytest.mark.parametrize("new,best,expected", [
@@ -50,13 +49,3 @@ def test_save_is_atomic_and_load_refuses_broken_or_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pth")
-
-
-def test_lr_schedule_warmup_then_steps_like_mmdetection():
-    f = lambda it: lr_factor(it, iters_per_epoch=100, warmup_iters=500, warmup_ratio=0.001,  # noqa: E731
-                             milestones=[8, 11], gamma=0.1)
-    assert f(0) == pytest.approx(0.001)
-    assert f(250) == pytest.approx(0.001 + (1 - 0.001) * 0.5)
-    assert f(500) == 1.0 and f(799) == 1.0
-    assert f(800) == pytest.approx(0.1) and f(1099) == pytest.approx(0.1)
-    assert f(1100) == pytest.approx(0.01)

@@ -43,6 +43,8 @@ def run_module(module: str, *args: str) -> tuple[int, list[str], str]:
     ["detect.train", "--help"],
     ["detect.train", "--cfg", "job"],
     ["detect.test", "--help"],
+    ["detect.test", "--cfg", "job"],  # the schemas (detect/schemas.py) import no torch either
+    ["detect.browse", "--cfg", "job"],
     ["detect.runs", "--root", "{tmp}"],
 ])
 def test_quick_commands_exit_0_without_torch(command, tmp_path):

@@ -24,7 +24,8 @@ def run_test_cli(args: list[str]):
 @pytest.mark.parametrize("args, expected", [
     (["schedule.lrr=0.1"],
      ["Unknown config key 'schedule.lrr' (in schedule=demo). Did you mean 'schedule.lr'?",
-      "Valid keys of schedule: auto_scale_lr, epochs, gamma, grad_clip, lr, milestones"]),
+      # lr_scheduler: the torch schedulers; momentum: in every schedule since the schema lists it (null for AdamW)
+      "Valid keys of schedule: auto_scale_lr, epochs, gamma, grad_clip, lr, lr_scheduler, milestones, momentum"]),
     (["model=cascade_rcnn", "model.neck.out_chanels=64"],
      ["Unknown config key 'model.neck.out_chanels' (in model=cascade_rcnn, model/neck=fpn).",
       "Did you mean 'model.neck.out_channels'?", "Valid keys of model.neck: ", "+model.neck.out_chanels=<value>"]),
@@ -114,7 +115,12 @@ def test_test_entry_point_values():
 def test_ranges_the_trainer_and_detect_test_check_are_left_to_them():
     # Trainer.check_runtime and detect.test's check_test_options name these (exit 1) before building anything.
     assert find_problems(["runtime.eval_interval=0"], "train") == []
-    assert find_problems(["score_threshold=abc", "mode=submit"], "test") == []
+    assert find_problems(["score_threshold=2", "max_detections=0"], "test") == []
+    # ... but their types and Enums are the schema's (detect/schemas.py), named here.
+    assert find_problems(["score_threshold=abc", "mode=submit"], "test") == [
+        "score_threshold='abc' must be a number in [0, 1] (e.g. score_threshold=0.05).",
+        "mode='submit' must be one of 'eval' or 'predict'.",
+    ]
 
 
 @pytest.mark.parametrize("args", [
@@ -122,11 +128,23 @@ def test_ranges_the_trainer_and_detect_test_check_are_left_to_them():
     ["hydra.run.dirr=x"],  # hydra.* keys are Hydra's
     ["~schedule.optimizer.momentumm"],  # a bad deletion: Hydra's message
     ["schedule.lr=[1,"],  # a syntax error
-    ["--help", "schedule.lrr=1"], ["--cfg", "job", "schedule.lrr=1"], ["-c", "job"], ["--info"],
+    ["--help", "schedule.lrr=1"], ["-c", "job"], ["--info"],
     ["-sc", "install=bash"],
 ])
 def test_hydras_own_errors_and_flags_are_left_to_hydra(args):
     assert find_problems(args, "train") == []
+
+
+def test_printing_the_config_is_checked_too_but_may_show_required_values():
+    # Hydra would fail on these with its own multi-line message: --cfg gets the run's one line.
+    assert find_problems(["--cfg", "job", "schedule.lrr=1"], "train")[0].startswith(
+        "Unknown config key 'schedule.lrr'")
+    assert find_problems(["-c", "hydra", "--resolve", "schedule.lr=abc"], "train") == [
+        "schedule.lr='abc' must be a number > 0 (e.g. schedule.lr=0.005)."]
+    # A config with a `???` is worth printing (to see what is missing): only a run needs the value.
+    assert find_problems(["--cfg", "job", "data=coco"], "train") == []
+    assert find_problems(["data=coco"], "train") == [
+        "data.root is required for data=coco: pass data.root=/path/to/dataset."]
 
 
 def test_an_unknown_group_option_keeps_hydras_list_of_options(tmp_path):

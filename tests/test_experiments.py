@@ -40,13 +40,13 @@ def tiny_overrides(experiment: str, root) -> list[str]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_one_iteration(experiment, tiny_trash_root, tmp_path):
-    from detect.engine.trainer import Trainer
+    from detect.engine.fit import fit
 
     cfg = compose_train(tiny_overrides(experiment, tiny_trash_root))
     with open_dict(cfg):
         del cfg["hydra"]
     run_dir = tmp_path / "run"
-    best = Trainer(cfg, run_dir).fit()
+    best = fit(cfg, run_dir)
     summary = (run_dir / "summary.json").read_text()
     assert '"status": "finished"' in summary and (run_dir / "checkpoints" / "last.pth").is_file()
     if cfg.data.get("fold") is not None or cfg.data.val_ann:

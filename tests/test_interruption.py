@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from detect.engine.checkpoint import load_checkpoint, save_checkpoint
-from detect.errors import CheckpointError, NonFiniteLossError
+from detect.errors import CheckpointError
+from detect.run.checkpoints import load_checkpoint, save_checkpoint
 from tests.conftest import REPO, TINY
 
 EPOCHS = 3
@@ -146,7 +146,7 @@ def test_too_little_disk_space_keeps_the_previous_checkpoint(tmp_path, monkeypat
     path = tmp_path / "checkpoints" / "last.pth"
     save_checkpoint({"model": {"w": torch.zeros(10_000)}}, path)
     before = path.read_bytes()
-    monkeypatch.setattr("detect.engine.checkpoint.shutil.disk_usage", lambda p: type("U", (), {"free": 1000})())
+    monkeypatch.setattr("detect.run.checkpoints.shutil.disk_usage", lambda p: type("U", (), {"free": 1000})())
     assert save_checkpoint({"model": {"w": torch.ones(10_000)}}, path) is False
     assert path.read_bytes() == before and "Not written: the previous checkpoints stay" in caplog.text
 
@@ -160,40 +160,10 @@ def test_a_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
         Path(f).write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("detect.engine.checkpoint.torch.save", disk_full)
+    monkeypatch.setattr("detect.run.checkpoints.torch.save", disk_full)
     with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoints are intact"):
         save_checkpoint({"model": {"w": torch.ones(10)}}, path)
     assert path.read_bytes() == before and not list(path.parent.glob("*.tmp"))
-
-
-class NaNOnStep(torch.nn.Module):
-    """A stand-in detector whose loss is NaN on the given steps."""
-
-    def __init__(self, bad_steps):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones(1))
-        self.bad_steps, self.calls = set(bad_steps), 0
-
-    def forward(self, images, targets):
-        self.calls += 1
-        value = self.w * (float("nan") if self.calls - 1 in self.bad_steps else 1.0)
-        return {"loss_a": value.sum(), "loss_b": self.w.sum()}
-
-
-def test_a_non_finite_loss_stops_with_its_terms_named_or_is_skipped_and_counted():
-    from detect.engine.loop import train_one_epoch
-
-    def run(model, skip):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-        loader = [([torch.zeros(3, 4, 4)], [{"boxes": torch.zeros(0, 4)}])] * 4
-        return train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"), 0, 0, 10, lambda r: None,
-                               skip_nonfinite=skip)
-
-    with pytest.raises(NonFiniteLossError, match=r"iteration 1 \(epoch 1, step 2\): \{'loss_a': nan\}"):
-        run(NaNOnStep({1}), skip=False)
-    result = run(NaNOnStep({1, 2}), skip=True)
-    assert (result.iteration, result.steps_done, result.nonfinite_skipped) == (2, 4, 2)
 
 
 def test_which_folder_a_resume_continues_in(tmp_path):

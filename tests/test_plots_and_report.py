@@ -246,9 +246,10 @@ def test_report_names_bad_arguments_without_a_traceback(args, expected):
 
 
 def test_a_failing_plot_warns_once_and_training_goes_on(tmp_path, caplog):
-    from detect.engine.run_visuals import RunVisuals
+    from detect.engine.hooks.plots import PlotsHook
+    from detect.run import RunDir
 
-    visuals = RunVisuals(tmp_path, "bbox_mAP_50", {"enabled": True})
+    visuals = PlotsHook(RunDir(tmp_path), {"enabled": True})
     calls = []
 
     def broken():

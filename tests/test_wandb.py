@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from detect.engine.trainer import Trainer
+from detect.engine.fit import fit as fit_run
 from detect.engine.wandb_logger import choose_mode, has_api_key, run_name
 from tests.conftest import REPO, TINY, compose_train, run_cli, tiny_train_args
 
@@ -132,13 +132,11 @@ def fake_wandb(monkeypatch, init) -> types.ModuleType:
     return module
 
 
-def fit(tiny_demo_root, run_dir, *extra: str, epochs: int = 1) -> Trainer:
+def fit(tiny_demo_root, run_dir, *extra: str, epochs: int = 1) -> None:
     cfg = compose_train([f"data.root={tiny_demo_root}", *TINY, *FAST, f"schedule.epochs={epochs}", *extra])
     with open_dict(cfg):
         del cfg["hydra"]  # as under @hydra.main: the job's config has no hydra node
-    trainer = Trainer(cfg, run_dir, {"overrides": ["model.x=1"]})
-    trainer.fit()
-    return trainer
+    fit_run(cfg, run_dir, {"overrides": ["model.x=1"]})
 
 
 def warnings_of(caplog) -> list[str]:
@@ -180,10 +178,10 @@ def test_a_failing_run_closes_the_wandb_run_with_exit_code_1(tiny_demo_root, tmp
     run = FakeRun("abc")
     fake_wandb(monkeypatch, lambda **kwargs: run)
 
-    def broken_epoch(*args, **kwargs):
+    def broken_step(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr("detect.engine.trainer.train_one_epoch", broken_epoch)
+    monkeypatch.setattr("detect.engine.loop.Trainer.train_step", broken_step)
     with pytest.raises(RuntimeError, match="out of memory"):
         fit(tiny_demo_root, tmp_path / "run")
     assert run.exit_code == 1
@@ -235,7 +233,7 @@ def test_run_name_leaves_out_paths_and_runtime_plumbing_and_stays_short():
 def test_wandb_disabled_by_default_and_never_imported_for_help():
     code = ("import runpy, sys\nsys.argv = ['detect.train', '--help']\n"
             "try:\n    runpy.run_module('detect.train', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "import detect.engine.trainer\nassert 'wandb' not in sys.modules, 'wandb was imported'\n")
+            "import detect.engine.fit\nassert 'wandb' not in sys.modules, 'wandb was imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert compose_train().runtime.wandb.enabled is False

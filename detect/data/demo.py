@@ -14,6 +14,7 @@ once never see a half-written data set.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -24,6 +25,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from detect.errors import DataConfigError
+
+log = logging.getLogger("detect")
 
 TRASH_CLASSES = [
     "General trash",
@@ -404,3 +407,23 @@ def ensure_demo_data(root: str | os.PathLike, seed: int = 0, num_train: int = 32
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def demo_data_ready(root: str | os.PathLike, seed: int = 0, num_train: int = 320, num_val: int = 100,
+                    min_px: int = 256, max_px: int = 320) -> bool:
+    """Whether `root` holds the demo set these settings generate."""
+    return _matches(Path(root), demo_spec(seed, num_train, num_val, min_px, max_px))
+
+
+def prepare_demo_data(data, place=None) -> Path | None:
+    """The explicit start-up step of the commands that read data (train, browse): with `data=demo`
+    (a data section that has `demo:` settings), generate the set when it is missing or was made with
+    other settings, saying so in the log. Building a data set never writes files; it only checks."""
+    if data.get("demo") is None or data.get("root") in (None, ""):
+        return None
+    settings = dict(data.demo)
+    if demo_data_ready(data.root, **settings):
+        return Path(data.root)
+    log.info("Generating the demo data set in %s (data=demo, data.demo=%s; scripts/make_demo_data.py does the same "
+             "ahead of time)", data.root, settings)
+    return ensure_demo_data(data.root, **settings)

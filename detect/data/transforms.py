@@ -5,7 +5,7 @@ The data set decodes each JPEG/PNG to a uint8 tensor (torchvision.io) and hands 
 transform moves image and boxes together. Where the conversion to float in [0, 1] happens depends
 on the device: training on a GPU, images stay uint8 to the end of the loader (a quarter of the bytes
 to pass from the worker processes and to copy to the GPU) and `to_float` converts them on the GPU
-(detect.engine.loop.move_to); on a CPU the loader workers convert them, in parallel, because there
+(detect.engine.inference.move_to); on a CPU the loader workers convert them, in parallel, because there
 the main process is busy training (measured in benchmarks/data_throughput.py). Resizing,
 normalization and padding happen inside the detector (torchvision's GeneralizedRCNNTransform, sized
 from the data config), so predicted boxes come back in pixels of the original image.

@@ -1,13 +1,29 @@
-"""Objects named by the config: the device, and Hydra's instantiate with errors that name the key."""
+"""Everything a training run is made of, built from the config: `build_components(cfg, place)`.
+
+Also the two helpers every command uses to turn config values into objects: the device, and
+Hydra's instantiate with errors that name the config key.
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import hydra
 import hydra.errors
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
+from detect.data.build import annotation_files, build_dataset, build_loader
+from detect.data.coco import CocoDetection
+from detect.engine import distributed
+from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, grad_scaler
+from detect.engine.reproducibility import seed_everything
 from detect.errors import ConfigError, DetectError
+
+log = logging.getLogger("detect")
 
 
 def select_device(name: str, key: str = "runtime.device") -> torch.device:
@@ -37,3 +53,141 @@ def instantiate(key: str, node: DictConfig, **kwargs):
             f"{key} could not be built from _target_={node.get('_target_')}: {err}. A key the target does not "
             f"take can be removed on the command line with '~{key}.<key>'."
         ) from err
+
+
+@dataclass
+class Components:
+    """What one training run is made of. `model` is the plain module (evaluation, checkpoints);
+    `train_model` is the one that trains: under torchrun `model` wrapped in DDP, else `model`."""
+
+    place: distributed.Dist
+    device: torch.device
+    train_set: CocoDetection
+    val_set: CocoDetection | None
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    iters_per_epoch: int
+    model: torch.nn.Module
+    train_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped every iteration
+    scaler: torch.amp.GradScaler | None  # fp16 loss scaling; None otherwise
+    amp_dtype: torch.dtype | None  # autocast dtype; None trains in fp32
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train_set.classes)
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The json category id of each class, in class order (label k is classes[k - 1])."""
+        return [self.train_set.category_of_label[label] for label in range(1, len(self.classes) + 1)]
+
+    def data_files(self) -> dict[str, str]:
+        return {split: str(ds.ann_file.resolve()) for split, ds in (("train", self.train_set), ("val", self.val_set))
+                if ds is not None}
+
+
+def build_components(cfg: DictConfig, place: distributed.Dist) -> Components:
+    """Seed, then data sets and loaders, model (DDP under torchrun), optimizer, lr schedule and AMP."""
+    rt = cfg.runtime
+    seed_everything(rt.seed, rt.deterministic)
+    if rt.threads:
+        torch.set_num_threads(int(rt.threads))
+    device = distributed.device_for(place, select_device(rt.device))
+    train_set, val_set, train_loader, val_loader = build_data(cfg, place, device)
+    iters_per_epoch = len(train_loader)
+    if rt.max_iters_per_epoch:
+        iters_per_epoch = min(iters_per_epoch, int(rt.max_iters_per_epoch))
+    model = build_model(cfg, len(train_set.classes), device)
+    train_model = model
+    if place.enabled:  # gradients averaged over the processes
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(cfg, model)
+    scale_lr(cfg, optimizer, place)
+    scheduler = build_scheduler(cfg, optimizer, iters_per_epoch)
+    dtype = amp_dtype(rt.amp, device)
+    return Components(place=place, device=device, train_set=train_set, val_set=val_set, train_loader=train_loader,
+                      val_loader=val_loader, iters_per_epoch=iters_per_epoch, model=model, train_model=train_model,
+                      optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(dtype), amp_dtype=dtype)
+
+
+def build_data(cfg: DictConfig, place: distributed.Dist, device: torch.device):
+    """(train set, val set or None, train loader, val loader or None)."""
+    rt = cfg.runtime
+    pin = device.type == "cuda" if rt.pin_memory == "auto" else bool(rt.pin_memory)
+    files = annotation_files(cfg.data)
+    # On a GPU the loader hands over uint8 images (4x fewer bytes to copy); the GPU converts them.
+    float_output = device.type != "cuda"
+    train_set = build_dataset(cfg.data, "train", train=True, float_output=float_output)
+    # The val set takes the training set's classes, so label k means the same class in both.
+    val_set = (build_dataset(cfg.data, "val", train=False, classes=train_set.classes, float_output=float_output)
+               if files["val"] else None)
+    log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(train_set), files["train"],
+             f"{len(val_set)} val images from {files['val']}" if val_set else "no val split "
+             "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")
+    loader_options = dict(workers=rt.workers, seed=rt.seed, pin_memory=pin,
+                          persistent_workers=bool(rt.get("persistent_workers", False)),
+                          rank=place.rank, world_size=place.world_size)
+    train_loader = build_loader(train_set, cfg.data.batch_size, True,
+                                group_by_aspect_ratio=bool(rt.get("group_by_aspect_ratio", True)), **loader_options)
+    val_loader = build_loader(val_set, cfg.data.batch_size, False, **loader_options) if val_set else None
+    return train_set, val_set, train_loader, val_loader
+
+
+def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
+    # The number of classes comes from the data, once: the model config never repeats it.
+    model = instantiate("model", cfg.model, num_classes=num_classes, _convert_="all")
+    model.to(device)
+    model = apply_speed_settings(model, cfg.runtime, device)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    parts = [f"{key} {cfg.model[key]._target_.rsplit('.', 1)[-1]}" for key in ("backbone", "neck")
+             if "_target_" in cfg.model.get(key, {})]
+    log.info("Model %s: %s (%s), %.1fM parameters, %.1fM trainable", cfg.model.name, type(model).__name__,
+             ", ".join(parts) or "no backbone/neck keys", total / 1e6, trainable / 1e6)
+    return model
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    make_optimizer = instantiate("schedule.optimizer", cfg.schedule.optimizer)  # a partial: params come next
+    try:
+        return make_optimizer(params)
+    except TypeError as err:
+        raise ConfigError(
+            f"schedule.optimizer (_target_={cfg.schedule.optimizer._target_}) does not take its arguments: {err}. "
+            "Remove a key it does not take on the command line, e.g. '~schedule.optimizer.momentum'."
+        ) from err
+
+
+def scale_lr(cfg: DictConfig, optimizer: torch.optim.Optimizer, place: distributed.Dist) -> None:
+    """schedule.auto_scale_lr (MMDetection's rule): lr x (total batch / base_batch_size), where the
+    total batch is data.batch_size x the number of processes. Off by default: the configured lr
+    is used as it is, whatever the batch."""
+    total_batch = int(cfg.data.batch_size) * place.world_size
+    rule = cfg.schedule.get("auto_scale_lr") or {}
+    lr = optimizer.param_groups[0]["lr"]
+    if not rule.get("enable"):
+        log.info("lr %.4g for a total batch of %d images (%d process(es) x %d); schedule.auto_scale_lr.enable=true "
+                 "would scale it linearly from base_batch_size=%s", lr, total_batch, place.world_size,
+                 cfg.data.batch_size, rule.get("base_batch_size"))
+        return
+    factor = total_batch / int(rule.base_batch_size)
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+    log.info("schedule.auto_scale_lr: lr %.4g -> %.4g (total batch %d / base_batch_size %d)", lr, lr * factor,
+             total_batch, rule.base_batch_size)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer,
+                    iters_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """schedule.lr_scheduler: torch schedulers chained (warmup x main), stepped every iteration."""
+    from detect.engine.lr_schedule import build_lr_scheduler
+
+    return build_lr_scheduler(optimizer, cfg.schedule, iters_per_epoch)
+
+
+def data_root(cfg: DictConfig) -> str:
+    return str(Path(cfg.data.root).expanduser().resolve())

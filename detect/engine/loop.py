@@ -1,177 +1,231 @@
-"""One training epoch and one evaluation pass: plain loops a reader takes in at once."""
+"""The training loop: epochs of steps, with hooks called at named events.
+
+    before_train
+    for each epoch:   before_epoch, then per step: train_step -> after_step (-> after_log)
+                      after_epoch (-> after_evaluation when the evaluation hook evaluates)
+    after_train | on_interrupt | on_failure, and always on_close
+
+Everything else (evaluation, checkpoints, metrics and logs, progress bars, plots, W&B, the run
+summary) is a hook in detect/engine/hooks/; their order is the one list in detect/engine/fit.py.
+A hook may fire a nested event (the evaluation hook fires after_evaluation, the metrics hook
+after_log). Adding a hook never touches this file.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
+from omegaconf import DictConfig, OmegaConf
 
-from detect.data.transforms import to_float
-from detect.engine.distributed import SINGLE_PROCESS, Dist, gather_lists
-from detect.errors import NonFiniteLossError
-from detect.evaluation.coco_metrics import evaluate_boxes
+from detect.engine import distributed
+from detect.engine.build import Components
+from detect.engine.hooks.base import EVENTS, Hook
+from detect.engine.inference import move_to
+from detect.engine.interrupt import StopRequest
+from detect.engine.reproducibility import rng_states
+from detect.errors import DetectError, HookError, NonFiniteLossError, RunInterrupted
+from detect.run import RunDir, Status
+from detect.run.checkpoints import CheckpointManager
 
 log = logging.getLogger("detect")
 
 
-def move_to(images: list[torch.Tensor], targets: list[dict], device: torch.device, non_blocking: bool = False):
-    """Images and targets to `device`. uint8 images (the loader's output for GPU training) become
-    float in [0, 1] after the copy: a quarter of the bytes to transfer, the conversion on the GPU."""
-    images = [to_float(img.to(device, non_blocking=non_blocking)) for img in images]
-    targets = [{k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v) for k, v in t.items()}
-               for t in targets]
-    return images, targets
-
-
 @dataclass
-class EpochResult:
-    iteration: int  # global iteration count after the last step taken
-    steps_done: int  # steps of this epoch done so far (== the epoch's length unless stopped early)
-    stopped: bool  # a stop was requested (Ctrl-C, SIGTERM): the epoch is unfinished
-    nonfinite_skipped: int  # steps skipped for a non-finite loss (runtime.skip_nonfinite)
+class TrainState:
+    """Where the run stands; hooks read it, checkpoints record it."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done inside the next epoch (> 0 only while inside it, or resumed mid-epoch)
+    iteration: int = 0  # optimizer steps over the whole run
+    status: str = Status.RUNNING.value
+    nonfinite_skipped: int = 0  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
+    stop_agreed: bool = False  # every process agreed to stop after this step (Ctrl-C, SIGTERM)
+    interrupt_saved: bool | None = None  # after a stop: whether last.pth holds the stop position
+    wandb_run_id: str | None = None  # the W&B run this run logs to (a resume continues it)
+    resumed_from: str | None = None  # the checkpoint this session continued from
 
 
-def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
-                    iteration: int, log_interval: int, on_log: Callable[[dict], None],
-                    grad_clip: float | None = None, max_iters: int | None = None,
-                    scaler: torch.amp.GradScaler | None = None, start_step: int = 0,
-                    should_stop: Callable[[], bool] = lambda: False, skip_nonfinite: bool = False,
-                    amp_dtype: torch.dtype | None = None,
-                    agree: Callable[[list[bool]], list[bool]] = lambda flags: flags,
-                    on_step: Callable[[dict[str, float], float], None] | None = None) -> EpochResult:
-    """Train for one epoch; the lr schedule steps every iteration. `on_log` receives a dict of
-    averaged losses every `log_interval` steps.
+class Trainer:
+    """Runs `cfg.schedule.epochs` epochs of `parts.train_loader` and calls `hooks` in list order."""
 
-    start_step: steps of this epoch already trained (a run resumed from a mid-epoch checkpoint):
-    the loader's batch sampler was told to skip them (`set_epoch(epoch, start_batch)`), so its first
-    batch is step `start_step` of the epoch, augmented as it would have been without the stop.
-    should_stop: checked at every step; when it says yes the epoch ends after that step (interruption).
-    skip_nonfinite: a step whose loss is NaN/inf is skipped and counted instead of stopping the run.
-    amp_dtype: autocast dtype (torch.float16 with `scaler`, or torch.bfloat16); None trains in fp32.
-    agree: turns this process's [loss not finite, stop asked] into the decision of all DDP processes
-    (detect.engine.distributed.any_rank), so they skip, stop or go on together.
-    on_step: called after every optimizer step with that step's losses and lr (the progress bar).
-    """
-    model.train()
-    num_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
-    sums: dict[str, float] = {}
-    count, skipped = 0, 0
-    batches = iter(loader)
-    tic = time.perf_counter()
-    for step in range(start_step, num_iters):
-        images, targets = next(batches)
-        images, targets = move_to(images, targets, device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss_dict = model(images, targets)
+    def __init__(self, cfg: DictConfig, parts: Components, run_dir: RunDir, checkpoints: CheckpointManager,
+                 hooks: list[Hook], state: TrainState | None = None, stop: StopRequest | None = None):
+        self.cfg, self.parts, self.run_dir, self.checkpoints = cfg, parts, run_dir, checkpoints
+        self.hooks = hooks
+        self.state = state or TrainState()
+        self.stop = stop or StopRequest()  # not entered: never asks to stop
+        self.epochs = int(cfg.schedule.epochs)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> float | None:
+        """Train from where the state stands to the last epoch; returns the best monitored score."""
+        try:
+            self.fire("before_train")
+            while self.state.epoch < self.epochs:
+                self.train_epoch()
+                self.fire("after_epoch")
+                # A stop asked during the epoch's last step, its evaluation or its checkpoints.
+                if distributed.any_rank([self.stop()], self.parts.place)[0] and self.state.epoch < self.epochs:
+                    self.interrupt()
+            self.state.status = Status.FINISHED.value
+            self.fire("after_train")
+            return self.checkpoints.best_score
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: out at once, the previous last.pth stays
+            self.state.status = Status.INTERRUPTED.value
+            self.fire("on_interrupt", False)
+            raise RunInterrupted(f"Stopped at once by a second Ctrl-C at iteration {self.state.iteration}: no new "
+                                 f"checkpoint. Continue from the previous one with runtime.resume_from={self.run_dir}.",
+                                 130) from None
+        except BaseException as err:
+            self.state.status = Status.FAILED.value
+            self.fire("on_failure", err)
+            raise
+        finally:
+            self.fire("on_close")
+
+    def train_epoch(self) -> None:
+        epoch, first_step, loader = self.state.epoch, self.state.step, self.parts.train_loader
+        # Re-seeded per epoch, told which batches were done: a resumed run shuffles and augments
+        # epoch e (from step first_step) as the uninterrupted run would have.
+        loader.generator.manual_seed(int(self.cfg.runtime.seed) + epoch)
+        loader.batch_sampler.set_epoch(epoch, start_batch=first_step)
+        self.fire("before_epoch")
+        self.parts.train_model.train()  # the evaluation after the previous epoch left it in eval mode
+        batches = iter(loader)
+        for step in range(first_step, self.parts.iters_per_epoch):
+            try:
+                images, targets = next(batches)
+                losses = self.train_step(images, targets)
+            except RuntimeError as err:
+                if not (self.stop() and "DataLoader worker" in str(err)):
+                    raise
+                # A SIGTERM sent to every process (e.g. by a cluster) also killed the loader workers in the
+                # middle of a step: that step's state is not consistent, so the last checkpoint stays.
+                self.interrupt(consistent=False)
+            self.state.step = step + 1
+            if losses is not None:
+                self.fire("after_step", losses)
+            if self.state.stop_agreed and self.state.step < self.parts.iters_per_epoch:
+                self.interrupt()
+        self.state.epoch, self.state.step = epoch + 1, 0
+
+    def train_step(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float] | None:
+        """One optimizer step; returns the loss terms and their sum `loss`, or None when the step was
+        skipped for a non-finite loss (runtime.skip_nonfinite)."""
+        parts = self.parts
+        images, targets = move_to(images, targets, parts.device, non_blocking=True)
+        with torch.autocast(parts.device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
+            loss_dict = parts.train_model(images, targets)
         loss = sum(loss_dict.values())
         # One host copy of the loss values per step: used for the finite check and for the log.
         values = {k: v.item() for k, v in loss_dict.items()}
         values["loss"] = sum(values.values())
-        nonfinite, stop_asked = agree([not math.isfinite(values["loss"]), should_stop()])
+        # One collective per step: all processes skip, stop or go on together.
+        nonfinite, self.state.stop_agreed = distributed.any_rank([not math.isfinite(values["loss"]), self.stop()],
+                                                                 parts.place)
+        parts.optimizer.zero_grad(set_to_none=True)
         if nonfinite:
-            bad = {k: v for k, v in values.items() if k != "loss" and not math.isfinite(v)} or "on another process"
-            if not skip_nonfinite:
-                raise NonFiniteLossError(
-                    f"Non-finite loss at iteration {iteration} (epoch {epoch + 1}, step {step + 1}): {bad}. "
-                    "Lower schedule.lr, set schedule.grad_clip, or check the data for broken boxes "
-                    "(runtime.skip_nonfinite=true skips such steps and counts them)."
-                )
-            skipped += 1
-            log.warning("Skipped iteration %d (epoch %d, step %d): non-finite loss %s (runtime.skip_nonfinite; "
-                        "%d skipped this epoch)", iteration, epoch + 1, step + 1, bad, skipped)
-            optimizer.zero_grad(set_to_none=True)
-            if stop_asked:
-                return EpochResult(iteration, step + 1, step + 1 < num_iters, skipped)
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+            self.skip_nonfinite(values)
+            return None
+        if parts.scaler is not None:
+            parts.scaler.scale(loss).backward()
+            parts.scaler.unscale_(parts.optimizer)
         else:
             loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+        if self.cfg.schedule.grad_clip:
+            torch.nn.utils.clip_grad_norm_(parts.train_model.parameters(), self.cfg.schedule.grad_clip)
+        if parts.scaler is not None:
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
         else:
-            optimizer.step()
-        scheduler.step()
-        iteration += 1
-        if on_step is not None:
-            on_step(values, optimizer.param_groups[0]["lr"])
+            parts.optimizer.step()
+        parts.scheduler.step()
+        self.state.iteration += 1
+        return values
 
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        if (step + 1) % log_interval == 0 or step + 1 == num_iters:
-            elapsed = time.perf_counter() - tic
-            on_log({
-                "mode": "train",
-                "epoch": epoch + 1,
-                "iter": iteration,
-                "step": step + 1,
-                "steps": num_iters,
-                "lr": optimizer.param_groups[0]["lr"],
-                **{k: v / count for k, v in sums.items()},
-                "sec_per_iter": elapsed / count,
-            })
-            sums, count, tic = {}, 0, time.perf_counter()
-        if stop_asked and step + 1 < num_iters:
-            return EpochResult(iteration, step + 1, True, skipped)
-    return EpochResult(iteration, num_iters, False, skipped)
+    def skip_nonfinite(self, values: dict[str, float]) -> None:
+        bad = {k: v for k, v in values.items() if k != "loss" and not math.isfinite(v)} or "on another process"
+        where = f"iteration {self.state.iteration} (epoch {self.state.epoch + 1}, step {self.state.step + 1})"
+        if not self.cfg.runtime.skip_nonfinite:
+            raise NonFiniteLossError(
+                f"Non-finite loss at {where}: {bad}. Lower schedule.lr, set schedule.grad_clip, or check the data "
+                "for broken boxes (runtime.skip_nonfinite=true skips such steps and counts them).")
+        self.state.nonfinite_skipped += 1
+        log.warning("Skipped %s: non-finite loss %s (runtime.skip_nonfinite; %d skipped so far)", where, bad,
+                    self.state.nonfinite_skipped)
 
+    def interrupt(self, consistent: bool = True) -> None:
+        """After a Ctrl-C / SIGTERM: hooks save last.pth at this exact position (when the state is
+        consistent) and mark the run interrupted; then out with the way to continue."""
+        self.state.status = Status.INTERRUPTED.value
+        self.fire("on_interrupt", consistent)
+        last = self.checkpoints.last_path
+        if not consistent:
+            raise RunInterrupted(
+                f"{self.stop.name} also stopped the data loader workers during epoch {self.state.epoch + 1}, so no "
+                f"new checkpoint was written; {last} (if any) is the last complete state. Continue with "
+                f"runtime.resume_from={self.run_dir} (or =auto).", self.stop.exit_code) from None
+        epoch, step = self.state.epoch, self.state.step
+        where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+        held = (f"{last} holds that state" if self.state.interrupt_saved
+                else f"not saved (disk space); the previous {last.name} is the resume point")
+        raise RunInterrupted(f"{self.stop.name}: stopped at {where} (iteration {self.state.iteration}); {held}. "
+                             f"Continue with runtime.resume_from={self.run_dir} (or runtime.resume_from=auto with "
+                             "the same command).", self.stop.exit_code)
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            category_of_label: dict[int, int], image_ids: list[int] | None = None,
-            show: Callable[[Iterable], Iterable] = lambda batches: batches) -> list[dict]:
-    """Run the detector over `loader`; return COCO results (bbox xywh in original-image pixels).
-    `image_ids`, if given, receives the id of every image predicted (also those without boxes).
-    `show` wraps the batches (a progress bar)."""
-    model.eval()
-    results = []
-    for images, targets in show(loader):
-        images, _ = move_to(images, [], device, non_blocking=True)
-        outputs = model(images)
-        for target, output in zip(targets, outputs):
-            if image_ids is not None:
-                image_ids.append(target["image_id"])
-            boxes = output["boxes"].cpu()
-            boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
-            for box, score, label in zip(boxes.tolist(), output["scores"].tolist(), output["labels"].tolist()):
-                results.append({
-                    "image_id": target["image_id"],
-                    "category_id": category_of_label[int(label)],
-                    "bbox": [round(v, 2) for v in box],
-                    "score": round(float(score), 5),
-                })
-    return results
+    # ------------------------------------------------------------------ hooks
+    def fire(self, event: str, *args) -> None:
+        """Call `event` on every hook, in list order. A hook that fails with an error of ours stops
+        the run with that message; any other error becomes one HookError naming the hook and event
+        (while the run is already failing or closing, later hooks still run)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown hook event {event!r}; events: {EVENTS}")
+        closing = event in ("on_failure", "on_interrupt", "on_close")
+        first_error: BaseException | None = None
+        for hook in self.hooks:
+            try:
+                getattr(hook, event)(self, *args)
+            except (DetectError, KeyboardInterrupt) as err:
+                if not closing:
+                    raise
+                first_error = first_error or err
+            except Exception as err:
+                wrapped = HookError(f"The {type(hook).__name__} failed at {event}: {type(err).__name__}: {err}")
+                wrapped.__cause__ = err
+                if not closing:
+                    raise wrapped from err
+                log.error("%s", wrapped)
+        if first_error is not None and event != "on_failure":
+            raise first_error
 
-
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-             place: Dist = SINGLE_PROCESS,
-             show: Callable[[Iterable], Iterable] = lambda batches: batches) -> tuple[dict, list[dict]] | None:
-    """COCO metrics of the model on the loader's data set (see detect.evaluation.coco_metrics), plus
-    `images`: how many images were predicted; and the detections scored (COCO results). Under
-    torchrun each process predicts its share of the images and rank 0 scores them all; the other
-    ranks get None."""
-    dataset = loader.dataset
-    seen: list[int] = []
-    detections = gather_lists(predict(model, loader, device, dataset.category_of_label, seen, show), place)
-    seen = gather_lists(seen, place)
-    if detections is None:
-        return None
-    if sorted(seen) != sorted(info["id"] for info in dataset.images):  # each image once, none left out
-        raise RuntimeError(f"Evaluation predicted {len(seen)} images ({len(set(seen))} distinct) of the "
-                           f"{len(dataset.images)} in {dataset.ann_file}: the loaders' sharding is broken.")
-    # Label i (1-based) is class_names[i - 1]; the evaluation speaks the json's category ids.
-    category_ids = [dataset.category_of_label[label] for label in range(1, len(dataset.classes) + 1)]
-    metrics = {**evaluate_boxes(dataset.coco, detections, dataset.classes, category_ids), "images": len(seen)}
-    return metrics, detections
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        """Everything a resume needs, at the state's position (`epoch` epochs done, `epoch_step` steps
+        into the next one), and everything detect.test needs (classes, config)."""
+        parts, ckpt = self.parts, self.checkpoints
+        return {
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+            "epoch": self.state.epoch,  # epochs completed
+            "epoch_step": self.state.step,
+            "world_size": parts.place.world_size,  # epoch_step counts steps of this many processes
+            "iter": self.state.iteration,
+            "best_score": ckpt.best_score,
+            "best_epoch": ckpt.best_epoch,
+            "best_checkpoint": str(ckpt.best_path) if ckpt.best_path else None,
+            "monitor": ckpt.monitor,
+            "rng": rng_states(),
+            "classes": parts.classes,
+            # json category id of each class, in class order: predictions on a test.json that lists no
+            # categories still get the training json's ids
+            "category_ids": parts.category_ids,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "wandb_run_id": self.state.wandb_run_id,  # a resume continues this W&B run
+        }

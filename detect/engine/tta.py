@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from detect.engine.loop import move_to
+from detect.engine.inference import move_to
 from detect.evaluation.fusion import Detections, coco_results, fuse
 
 

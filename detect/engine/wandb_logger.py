@@ -153,7 +153,7 @@ class WandbLogger:
 
     # ---------------------------------------------------------------- logging
     def log_train(self, record: dict) -> None:
-        """A training log record (see detect.engine.loop.train_one_epoch): losses, lr, s/iter."""
+        """A training log record (see detect.engine.hooks.metrics): losses, lr, s/iter."""
         if not self.active:
             return
         values = {f"train/{k}": v for k, v in record.items() if k.startswith("loss") or k in ("lr", "sec_per_iter")}

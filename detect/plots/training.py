@@ -5,40 +5,13 @@ Refreshed by the trainer after every evaluation, and by `python -m detect.report
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
 from detect.plots import new_figure, save_figure
-
-
-@dataclass
-class RunMetrics:
-    """metrics.jsonl split by mode. A resumed run may have logged some iterations (or an epoch's
-    evaluation) twice, before the stop and again after: the later record wins."""
-
-    train: list[dict] = field(default_factory=list)  # by iteration
-    val: list[dict] = field(default_factory=list)  # by epoch
-
-
-def read_metrics(path: Path) -> RunMetrics:
-    """Read metrics.jsonl; a line cut short by a crash (the last one) is skipped."""
-    train: dict[int, dict] = {}
-    val: dict[int, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("mode") == "train" and "iter" in record:
-                train[int(record["iter"])] = record
-            elif record.get("mode") == "val" and "epoch" in record:
-                val[int(record["epoch"])] = record
-    return RunMetrics([train[k] for k in sorted(train)], [val[k] for k in sorted(val)])
+from detect.run import read_metrics
 
 
 def _number(value) -> float:

@@ -1,0 +1,203 @@
+"""Checkpoint files of a run: atomic writes, safe loads, the best-by-metric rule and pruning.
+
+A checkpoint is a plain dict that describes itself (model, optimizer, scheduler, epoch, iteration,
+best score, RNG states, classes and the composed config), so detect.test needs nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from detect.errors import CheckpointError, ConfigError
+from detect.run.paths import (
+    CHECKPOINT_SUFFIX,
+    RunDir,
+    epoch_of_checkpoint,
+    is_checkpoint_name,
+    temporary_path,
+)
+
+log = logging.getLogger("detect")
+SPACE_MARGIN = 1.2  # ask for 20% more free space than the checkpoint is expected to take
+
+
+def save_checkpoint(state: dict, path: Path) -> bool:
+    """Write to a temporary file and rename it into place: a crash mid-write keeps the old file.
+
+    Before writing, the free space of the folder is compared with the size of the folder's newest
+    checkpoint (checkpoints of one run are all about that size). Too little: a warning, nothing is
+    written (the previous files stay) and False is returned; the run goes on and tries again at the
+    next checkpoint. A write that fails all the same (disk full meanwhile) leaves no partial file
+    and raises CheckpointError."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sizes = [p.stat().st_size for p in path.parent.glob(f"*{CHECKPOINT_SUFFIX}")]
+    if sizes:
+        needed, free = max(sizes) * SPACE_MARGIN, shutil.disk_usage(path.parent).free
+        if free < needed:
+            log.warning("Only %.0f MB free in %s; %s needs about %.0f MB. Not written: the previous checkpoints stay. "
+                        "Free some space (the run tries again at the next checkpoint).", free / 1e6, path.parent,
+                        path.name, needed / 1e6)
+            return False
+    tmp = temporary_path(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"Could not write {path} ({err}); no partial file was left and the previous checkpoints "
+                              f"are intact. Free space in {path.parent}, then resume with "
+                              f"runtime.resume_from={path.parent.parent}.") from err
+    return True
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint without running pickled code (weights_only). A run dir means its last.pth."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        run = RunDir(path)
+        path = run.last_checkpoint if run.has_checkpoints() else path / run.last_checkpoint.name
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist. Give a .pth file or a run directory.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, ...: all mean "not loadable"
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(err).__name__}: {err}). "
+                              "It may be truncated or not a detect checkpoint.") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a detect checkpoint (no 'model' entry).")
+    state["path"] = str(path)
+    return state
+
+
+def is_better(new: float | None, best: float | None) -> bool:
+    """Higher is better; NaN/None never counts as better; an equal score keeps the old best."""
+    if new is None or math.isnan(new):
+        return False
+    return best is None or math.isnan(best) or new > best
+
+
+def prune_epoch_checkpoints(folder: Path, max_keep: int) -> list[Path]:
+    """Delete the oldest epoch_N.pth beyond `max_keep` (best_* and last.pth are other names and
+    never touched). Returns the removed paths. max_keep < 0 keeps everything."""
+    if max_keep < 0:
+        return []
+    epochs = sorted((n, p) for p in Path(folder).glob(f"epoch_*{CHECKPOINT_SUFFIX}")
+                    if (n := epoch_of_checkpoint(p)) is not None)
+    doomed = [p for _, p in epochs[: max(0, len(epochs) - max_keep)]]
+    for path in doomed:
+        path.unlink()
+    return doomed
+
+
+def find_checkpoint(run: str | None, checkpoint: str) -> Path:
+    """The .pth file that `run` + `checkpoint` name (best | last | epoch_N | a path): what detect.test loads."""
+    named = is_checkpoint_name(str(checkpoint))
+    if run is None:
+        path = Path(str(checkpoint)).expanduser()
+        if named or not path.is_file():
+            raise ConfigError(f"checkpoint={checkpoint} needs run=<run dir>, or give the path of an existing .pth file "
+                              f"(checkpoint=path/to/file.pth).")
+        return path
+    run_dir = RunDir(Path(run))
+    ckpt_dir = run_dir.checkpoints
+    if not ckpt_dir.is_dir():
+        raise ConfigError(f"run={run} has no checkpoints/ folder: give a run directory "
+                          "(outputs/<member>/<run_name>/<time>) or checkpoint=<path>.pth without run.")
+    available = [p.name for p in run_dir.all_checkpoints()]
+    if checkpoint == "best":
+        best = run_dir.best_checkpoints()
+        if len(best) == 1:
+            return best[0]
+        why = "none (the run never evaluated)" if not best else f"several: {[p.name for p in best]}"
+        raise ConfigError(f"checkpoint=best: {ckpt_dir} holds {why}. Name one: checkpoint=last, "
+                          f"checkpoint=epoch_N or a path. Available: {available}")
+    path = ckpt_dir / f"{checkpoint}{CHECKPOINT_SUFFIX}" if named else Path(str(checkpoint)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"checkpoint={checkpoint}: {path} does not exist. Available in {ckpt_dir}: {available}")
+    return path
+
+
+class CheckpointManager:
+    """The checkpoints/ folder of one run: last.pth, epoch_N.pth (pruned to max_keep) and exactly
+    one best_<monitor>_epoch_N.pth. `enabled=False` (DDP ranks other than 0) writes nothing."""
+
+    def __init__(self, run_dir: RunDir, monitor: str, max_keep: int, enabled: bool = True):
+        self.run_dir = run_dir
+        self.monitor = monitor
+        self.max_keep = max_keep
+        self.enabled = enabled
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.best_path: Path | None = None
+        self.last_written: bool | None = None  # whether the latest save_last wrote the file (disk space)
+        if enabled:
+            run_dir.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir.last_checkpoint
+
+    def save_last(self, state: dict) -> bool:
+        """last.pth; False when it was not written (too little disk space: the previous one stays)."""
+        self.last_written = save_checkpoint(state, self.last_path) if self.enabled else True
+        return self.last_written
+
+    def save_epoch(self, state: dict, epoch: int) -> None:
+        """epoch_N.pth, then the oldest beyond max_keep are removed."""
+        if not self.enabled:
+            return
+        save_checkpoint(state, self.run_dir.epoch_checkpoint(epoch))
+        for path in prune_epoch_checkpoints(self.run_dir.checkpoints, self.max_keep):
+            log.info("Removed %s (runtime.max_keep_ckpts=%d)", path.name, self.max_keep)
+
+    def save_best_if_better(self, state_for, epoch: int, score: float | None) -> bool:
+        """Keep exactly one best file: a strictly better score replaces it, anything else keeps it.
+        `state_for()` makes the checkpoint (called only when one is written). True when this epoch
+        became the best."""
+        if not is_better(score, self.best_score):
+            log.info("%s=%s at epoch %d; best stays %s (epoch %s)", self.monitor, score, epoch, self.best_score,
+                     self.best_epoch)
+            return False
+        old_path, old_score, old_epoch = self.best_path, self.best_score, self.best_epoch
+        new_path = self.run_dir.best_checkpoint(self.monitor, epoch)
+        self.best_score, self.best_epoch = score, epoch  # the checkpoint records the new best
+        if self.enabled and not save_checkpoint(state_for(), new_path):  # too little disk space: keep the old best
+            self.best_score, self.best_epoch = old_score, old_epoch
+            return False
+        self.best_path = new_path
+        if self.enabled and old_path is not None and old_path != new_path and old_path.exists():
+            old_path.unlink()
+        log.info("New best %s=%.4f at epoch %d (was %s) -> %s", self.monitor, score, epoch, old_score, new_path.name)
+        return True
+
+    def restore(self, state: dict) -> None:
+        """Take over the best of a resumed checkpoint; its best file is copied into this run's
+        checkpoints/ when it lives elsewhere (a run continued in a new folder keeps its best)."""
+        self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
+        old_best = state.get("best_checkpoint")
+        if old_best and not Path(old_best).is_file():  # the old run dir was moved: look beside the checkpoint
+            old_best = str(Path(state["path"]).parent / Path(old_best).name)
+        if old_best and Path(old_best).is_file():
+            self.best_path = self.run_dir.checkpoints / Path(old_best).name
+            if Path(old_best).resolve() != self.best_path.resolve() and self.enabled:
+                shutil.copy2(old_best, self.best_path)
+
+
+def load_model_weights(model: torch.nn.Module, state: dict, model_name: str, classes: list[str]) -> None:
+    """Load a checkpoint's weights, saying which classes and model it was made for if they do not fit."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        made_for = state.get("config", {}).get("model", {}).get("name", "?")
+        raise CheckpointError(
+            f"The weights in {state['path']} do not fit this model: it was saved by model {made_for} "
+            f"with classes {state.get('classes')}; this run builds {model_name} with classes "
+            f"{list(classes)}. ({str(err).splitlines()[0]})"
+        ) from err
