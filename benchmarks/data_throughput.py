@@ -1,6 +1,6 @@
 """Training-data throughput: detect's loader vs a plain PIL pipeline, images/s over full epochs.
 
-detect's side is what the trainer builds (detect.engine.trainer.Trainer.build): the config composed
+detect's side is what the trainer builds (detect.engine.build.build_components): the config composed
 with Hydra (`data=coco`, conf/runtime/default.yaml), `build_dataset(cfg.data, "train", train=True)`
 (torchvision.io decoding, v2 transforms on uint8: horizontal flip p=data.hflip_prob) and
 `build_loader` (seeded batch sampler, aspect-ratio grouping, persistent workers as configured),

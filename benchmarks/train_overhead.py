@@ -1,11 +1,11 @@
 """Training overhead: detect's trainer vs a minimal plain loop, same model, data, batch, size, threads.
 
 detect's side is the real path of `python -m detect.train`: the config composed with Hydra from
-conf/train.yaml, `Trainer(cfg, run_dir)` (detect.engine.trainer), `build()` (timed: the start-up),
-then the trainer's own epoch loop `run_epochs(stop)`, i.e. `fit()` minus its `build()` call, with
-`train_one_epoch`, the trainer's loaders (seeded batch sampler, aspect-ratio groups, (index, seed)
-keys, persistent workers), its optimizer, per-iteration LambdaLR warm-up schedule, loss-finite
-check, logging callback (train.log, metrics.jsonl every runtime.log_interval steps) and the
+conf/train.yaml, `prepare(cfg, run_dir, ...)` (detect.engine.fit: build and hooks, timed: the start-up),
+then the loop `trainer.train()` with its hooks, i.e. all of `fit()`, with the trainer's loaders
+(seeded batch sampler, aspect-ratio groups, (index, seed) keys, persistent workers), its optimizer,
+per-iteration warm-up schedule (torch schedulers), loss-finite check, metrics hook (train.log,
+metrics.jsonl every runtime.log_interval steps) and the
 StopRequest signal handling, whose per-step call is where the clock is read. Validation is off
 (data.val_ann=null); the epoch-end checkpoint is written after the clock stops.
 
@@ -45,15 +45,16 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from detect.engine.trainer import Trainer
 from machine import machine_line  # benchmarks/machine.py (scripts run from this folder)
 from torch.utils.data import DataLoader
 
 from detect.config import register_resolvers
 from detect.data.build import build_dataset
 from detect.data.coco import collate
+from detect.engine.fit import prepare
 from detect.engine.inference import move_to
 from detect.engine.interrupt import StopRequest
+from detect.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 MEDICAL_WASTE = REPO.parent / "shared" / "data" / "medical_waste"
@@ -120,13 +121,11 @@ class ClockedStop(StopRequest):
 def run_detect(args: argparse.Namespace, data: str, run_dir: Path) -> dict:
     tic = time.perf_counter()
     cfg = compose_config(args, data)
-    trainer = Trainer(cfg, run_dir)
-    trainer.build()
-    startup = time.perf_counter() - tic
-    weights = fingerprint(trainer.model)
-    trainer.build = lambda: None  # fit() would build again: use the one just timed
     with ClockedStop() as stop:
-        trainer.run_epochs(stop)
+        trainer = prepare(cfg, RunDir(run_dir), {}, stop, "lines", [])  # what fit() runs before the loop
+        startup = time.perf_counter() - tic
+        weights = fingerprint(trainer.parts.model)
+        trainer.train()
     steps = np.diff(stop.stamps[args.warmup:args.warmup + args.iters + 1])
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # 2 x model size per run, not needed
     del trainer

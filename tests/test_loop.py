@@ -128,7 +128,8 @@ def test_a_non_finite_loss_stops_with_its_terms_named_or_is_skipped_and_counted(
 def test_the_real_hooks_fire_evaluation_and_log_events_in_a_tiny_run(tiny_demo_root, tmp_path):
     from detect.engine.fit import fit
 
-    cfg = compose_train([f"data.root={tiny_demo_root}", *TINY, "runtime.max_iters_per_epoch=2", "schedule.epochs=1", "runtime.log_interval=1"])
+    cfg = compose_train([f"data.root={tiny_demo_root}", *TINY, "runtime.max_iters_per_epoch=2", "schedule.epochs=1",
+                         "runtime.log_interval=1"])
     with open_dict(cfg):
         del cfg["hydra"]
     recorder = Recorder()

@@ -107,21 +107,22 @@ def test_predict_on_a_test_json_without_categories_keeps_empty_rows_and_original
     assert max(g[5] for g in groups) <= 128
 
 
-@pytest.mark.parametrize("args, message", [
-    (["checkpoint=best"], "checkpoint=best needs run=<run dir>"),
-    (["checkpoint=epoch_9"], "epoch_9.pth does not exist. Available in"),
-    (["mode=submit"], "mode=submit is not a mode"),
-    (["score_threshold=abc"], "score_threshold=abc must be a number in [0, 1]"),
-    (["tta=true", "tta_scales=[0]"], "tta_scales=[0] must be a list of sizes in pixels"),
-    (["device=gpu"], "device=gpu is not a device: use auto, cpu, cuda or cuda:N"),
+@pytest.mark.parametrize("args, message, code", [
+    (["checkpoint=best"], "checkpoint=best needs run=<run dir>", 1),
+    (["checkpoint=epoch_9"], "epoch_9.pth does not exist. Available in", 1),
+    # the schema (detect/schemas.py) rejects these before any work: a usage error, exit 2
+    (["mode=submit"], "mode='submit' must be one of 'eval' or 'predict'", 2),
+    (["score_threshold=abc"], "score_threshold='abc' must be a number in [0, 1]", 2),
+    (["tta=true", "tta_scales=[0]"], "tta_scales=[0] must be a list of sizes in pixels", 1),
+    (["device=gpu"], "device=gpu is not a device: use auto, cpu, cuda or cuda:N", 1),
 ])
-def test_wrong_test_arguments_are_named_and_leave_no_folder(trained_run, args, message):
+def test_wrong_test_arguments_are_named_and_leave_no_folder(trained_run, args, message, code):
     run_dir, _ = trained_run
     before = sorted(p.name for p in (run_dir / "test").iterdir()) if (run_dir / "test").exists() else []
     full = args if args == ["checkpoint=best"] else [f"run={run_dir}", *args]
     proc = run_test_cli(full)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "Traceback" not in output and message in output, output[-2000:]
+    assert proc.returncode == code and "Traceback" not in output and message in output, output[-2000:]
     after = sorted(p.name for p in (run_dir / "test").iterdir()) if (run_dir / "test").exists() else []
     assert after == before  # the failed call left nothing in the run dir
 
