@@ -35,7 +35,9 @@ from typing import TextIO
 
 import yaml
 
-RUN_FILES = ("train.log", "metrics.jsonl", "summary.json")  # the trainer keeps these current
+from detect.errors import RunFilesError
+from detect.run import RunDir, read_summary
+
 TABLE_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs", "best", "best_epoch",
                  "started", "run_dir"]
 CSV_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs_done", "epochs", "monitor",
@@ -58,7 +60,8 @@ def find_run_dirs(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        if "summary.json" in filenames or is_training_config(here / ".hydra" / "config.yaml"):
+        run = RunDir(here)
+        if run.summary_file.name in filenames or is_training_config(run.config_file):
             found.append(here)
             dirnames.clear()  # nothing below a run dir is a run (checkpoints/, detect.test's test/ folders)
     return sorted(found)
@@ -93,7 +96,7 @@ def names_from_path(run_dir: Path, root: Path) -> tuple[str, str]:
 def live_status(run_dir: Path, stale_minutes: float, now: float) -> str:
     """`running` if one of the run's files changed recently, else `stale` (a dead process never
     rewrites summary.json, so its last word stays 'running')."""
-    mtimes = [(run_dir / name).stat().st_mtime for name in RUN_FILES if (run_dir / name).is_file()]
+    mtimes = [path.stat().st_mtime for path in RunDir(run_dir).files_written_while_running() if path.is_file()]
     return "running" if mtimes and now - max(mtimes) <= stale_minutes * 60 else "stale"
 
 
@@ -104,27 +107,24 @@ def read_run(run_dir: Path, root: Path, stale_minutes: float = 30, now: float | 
     row = dict.fromkeys(CSV_COLUMNS)
     row.update(member=member, experiment=experiment, run_dir=str(run_dir.resolve()),
                rel=str(run_dir.relative_to(root)))
-    summary_file = run_dir / "summary.json"
-    if not summary_file.is_file():
+    run = RunDir(run_dir)
+    if not run.summary_file.is_file():
         # Hydra wrote the config but the trainer never wrote a summary: take what the config knows.
-        config_file = run_dir / ".hydra" / "config.yaml"
+        config_file = run.config_file
         cfg = flatten(_load_yaml(config_file) or {})
         row.update(status="no-summary", model=cfg.get("model.name"), data=cfg.get("data.name"),
                    fold=cfg.get("data.fold"), epochs=cfg.get("schedule.epochs"),
                    started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(config_file.stat().st_mtime)))
         return row
     try:
-        summary = json.loads(summary_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        summary = None
-    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
+        summary = read_summary(run.summary_file)
+    except RunFilesError:
         row["status"] = "unreadable"
         return row
-    row.update({key: summary.get(key) for key in CSV_COLUMNS if key not in ("run_dir", "git_commit")})
-    row["member"] = summary.get("member") or member
-    row["experiment"] = summary.get("experiment") or experiment
-    git = summary.get("git")
-    row["git_commit"] = git.get("commit") if isinstance(git, dict) else None
+    row.update({key: getattr(summary, key) for key in CSV_COLUMNS if key not in ("run_dir", "git_commit")})
+    row["member"] = summary.member or member
+    row["experiment"] = summary.experiment or experiment
+    row["git_commit"] = summary.git_commit if isinstance(summary.git, dict) else None
     if row["status"] == "running":
         row["status"] = live_status(run_dir, stale_minutes, now)
     return row
@@ -219,8 +219,8 @@ def config_diff(run_a: Path, run_b: Path) -> str:
     `${data.min_size}` stays unresolved, so a difference shows once, at the key that set it."""
     configs, overrides = [], []
     for run in (run_a, run_b):
-        configs.append(flatten(_load_yaml(run / ".hydra" / "config.yaml") or {}))
-        overrides.append(_load_yaml(run / ".hydra" / "overrides.yaml") or [])
+        configs.append(flatten(_load_yaml(RunDir(run).config_file) or {}))
+        overrides.append(_load_yaml(RunDir(run).overrides_file) or [])
     a, b = configs
 
     def shown(flat: dict, key: str) -> str:
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.diff:
         for run in args.diff:
-            if not (run / ".hydra" / "config.yaml").is_file():
+            if not RunDir(run).config_file.is_file():
                 parser.error(f"{run} is not a run dir: it has no .hydra/config.yaml")  # exits 2
         print(config_diff(*args.diff))
         return 0

@@ -24,32 +24,34 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from detect.errors import RunFilesError
+from detect.run import RunDir, RunSummary, read_metrics, read_summary
+
 
 def read_job(job_dir: Path) -> dict:
-    overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    summary_file = job_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    return {"job": job_dir.name, "dir": str(job_dir), "overrides": overrides,
-            "status": summary.get("status", "no summary (died before training started)"),
-            "monitor": summary.get("monitor"), "best_score": summary.get("best_score"),
-            "best_epoch": summary.get("best_epoch"), "fold": summary.get("fold"), "error": summary.get("error")}
+    run = RunDir(job_dir)
+    overrides = list(OmegaConf.load(run.overrides_file)) if run.overrides_file.is_file() else []
+    try:
+        summary = read_summary(run.summary_file)
+    except RunFilesError as err:
+        summary = RunSummary(status=f"unreadable summary ({err})")
+    status = summary.status if summary else "no summary (died before training started)"
+    summary = summary or RunSummary()
+    return {"job": job_dir.name, "dir": str(job_dir), "overrides": overrides, "status": status,
+            "monitor": summary.monitor, "best_score": summary.best_score, "best_epoch": summary.best_epoch,
+            "fold": summary.fold, "error": summary.error}
 
 
 def jobs_of(sweep_dir: Path) -> list[dict]:
-    job_dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    job_dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and RunDir(d).hydra_dir.is_dir()]
     return [read_job(d) for d in sorted(job_dirs, key=lambda d: (len(d.name), d.name))]
 
 
 def best_epoch_classwise_ap50(job: dict) -> dict[str, float | None]:
-    metrics = Path(job["dir"]) / "metrics.jsonl"
-    if job["best_epoch"] is None or not metrics.is_file():
+    if job["best_epoch"] is None:
         return {}
-    for line in metrics.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("mode") == "val" and record.get("epoch") == job["best_epoch"]:
-            return {name: ap["AP50"] for name, ap in record["classwise"].items()}
-    return {}
+    record = read_metrics(RunDir(job["dir"]).metrics_file).val_of_epoch(job["best_epoch"])
+    return {name: ap["AP50"] for name, ap in record["classwise"].items()} if record else {}
 
 
 def _fmt(value) -> str:
