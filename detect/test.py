@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,33 +31,6 @@ from detect.errors import ConfigError, DetectError
 
 log = logging.getLogger("detect")
 register_resolvers()
-
-
-def find_checkpoint(run: str | None, checkpoint: str) -> Path:
-    """The .pth file that `run` + `checkpoint` name (best | last | epoch_N | a path)."""
-    named = checkpoint in ("best", "last") or re.fullmatch(r"epoch_\d+", str(checkpoint))
-    if run is None:
-        path = Path(str(checkpoint)).expanduser()
-        if named or not path.is_file():
-            raise ConfigError(f"checkpoint={checkpoint} needs run=<run dir>, or give the path of an existing .pth file "
-                              f"(checkpoint=path/to/file.pth).")
-        return path
-    ckpt_dir = Path(run).expanduser() / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise ConfigError(f"run={run} has no checkpoints/ folder: give a run directory "
-                          "(outputs/<member>/<run_name>/<time>) or checkpoint=<path>.pth without run.")
-    available = sorted(p.name for p in ckpt_dir.glob("*.pth"))
-    if checkpoint == "best":
-        best = sorted(ckpt_dir.glob("best_*.pth"))
-        if len(best) == 1:
-            return best[0]
-        why = "none (the run never evaluated)" if not best else f"several: {[p.name for p in best]}"
-        raise ConfigError(f"checkpoint=best: {ckpt_dir} holds {why}. Name one: checkpoint=last, "
-                          f"checkpoint=epoch_N or a path. Available: {available}")
-    path = ckpt_dir / f"{checkpoint}.pth" if named else Path(str(checkpoint)).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"checkpoint={checkpoint}: {path} does not exist. Available in {ckpt_dir}: {available}")
-    return path
 
 
 def check_test_options(cfg: DictConfig) -> None:
@@ -114,7 +86,8 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     from detect.engine.tta import predict_tta
     from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
     from detect.evaluation.submission import submission_rows, write_submission
-    from detect.run.checkpoints import load_checkpoint
+    from detect.run import TestDir
+    from detect.run.checkpoints import find_checkpoint, load_checkpoint
 
     check_test_options(cfg)
     path = find_checkpoint(cfg.run, cfg.checkpoint)
@@ -156,7 +129,8 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
         with terminal_logging_above_bars() if mode == "bar" else contextlib.nullcontext():
             results = predict(model, loader, device, dataset.category_of_label,
                               show=lambda batches: eval_bar(mode, batches, len(loader), cfg.mode))
-    (out_dir / "predictions.bbox.json").write_text(json.dumps(results) + "\n")  # also for error analysis
+    files = TestDir(out_dir)
+    files.predictions_file.write_text(json.dumps(results) + "\n")  # also for error analysis
 
     if cfg.mode == "eval":
         metrics = evaluate_boxes(dataset.coco, results, classes, category_ids)
@@ -165,32 +139,33 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
         log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))
         record = {"checkpoint": str(path), "epoch": state.get("epoch"), "ann_file": str(dataset.ann_file),
                   "tta": bool(cfg.tta), **metrics}
-        (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        files.metrics_file.write_text(json.dumps(record, indent=2) + "\n")
         return metrics
 
-    write_submission(out_dir / "submission.csv", submission_rows(results, dataset.images, category_ids))
+    write_submission(files.submission_file, submission_rows(results, dataset.images, category_ids))
     empty = len(dataset.images) - len({r["image_id"] for r in results})
     log.info("Predicted %d images of %s: %d detections (score >= %s, at most %d per image; %d images without any)",
              len(dataset), dataset.ann_file, len(results), cfg.score_threshold, cfg.max_detections, empty)
-    log.info("Wrote %s and %s", out_dir / "predictions.bbox.json", out_dir / "submission.csv")
-    return {"images": len(dataset), "detections": len(results), "submission": str(out_dir / "submission.csv")}
+    log.info("Wrote %s and %s", files.predictions_file, files.submission_file)
+    return {"images": len(dataset), "detections": len(results), "submission": str(files.submission_file)}
 
 
 @hydra.main(config_path="../conf", config_name="test", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from detect.train import user_message
+    from detect.cli import report
+    from detect.run import TestDir
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir = TestDir(Path(HydraConfig.get().runtime.output_dir))
     try:
-        run_test(cfg, out_dir)
+        run_test(cfg, out_dir.root)
     except DetectError as err:
-        log.error("%s", user_message(err))
+        code = report(err)
         # A failed test leaves no folder of its own behind (the message is on the terminal).
-        if not any(p.name not in (".hydra", "test.log") for p in out_dir.iterdir()):
-            shutil.rmtree(out_dir, ignore_errors=True)
-        sys.exit(1)
+        if not out_dir.holds_results():
+            shutil.rmtree(out_dir.root, ignore_errors=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,9 @@ def classes_option(value: str | None) -> list[str] | None:
     json's order) or comma-separated class names. None keeps the json's categories sorted by id."""
     if not value:
         return None
-    config = Path(value) / ".hydra" / "config.yaml"
+    from detect.run import RunDir
+
+    config = RunDir(Path(value)).config_file
     if Path(value).is_dir():
         if not config.is_file():
             raise SubmissionError(f"--classes {value} is a folder without .hydra/config.yaml: give a run dir or "
