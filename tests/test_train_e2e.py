@@ -208,7 +208,6 @@ def test_a_corrupt_image_read_in_a_loader_worker_is_named_without_a_traceback(ti
 @pytest.mark.parametrize("extra,expected", [
     (["schedule=1x", "schedule.optimizer._target_=torch.optim.Adam"], "'~schedule.optimizer.momentum'"),
     (["runtime.eval_interval=0"], "runtime.eval_interval=0 must be a whole number >= 1"),
-    (["runtime.monitor=bbox_mAP_51"], "runtime.monitor=bbox_mAP_51 is not a metric"),
 ])
 def test_config_mistakes_stop_before_training_with_the_key_named(tiny_demo_root, tmp_path, extra, expected):
     proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "run", *extra))
@@ -216,3 +215,11 @@ def test_config_mistakes_stop_before_training_with_the_key_named(tiny_demo_root,
     assert proc.returncode == 1 and "Traceback" not in output and expected in output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no training happened
+
+
+def test_an_unknown_monitor_is_a_usage_error_before_any_run_folder(tiny_demo_root, tmp_path):
+    proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "run", "runtime.monitor=bbox_mAP_51"))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output
+    assert "runtime.monitor='bbox_mAP_51' must be one of 'bbox_mAP', 'bbox_mAP_50'" in output
+    assert not (tmp_path / "run").exists()
