@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from detect.errors import ConfigError, DetectError
+from detect.cli import run_command
+from detect.errors import UsageError
 from detect.plots.report import build_report
 from detect.run import RunDir
 
@@ -37,35 +38,35 @@ def parse_args(argv: list[str]) -> dict:
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in OPTIONS:
-            raise ConfigError(f"Unknown argument {arg!r}: use key=value with key one of {list(OPTIONS)}.\n\n{USAGE}")
+            raise UsageError(f"Unknown argument {arg!r}: use key=value with key one of {list(OPTIONS)}.\n\n{USAGE}")
         options[key] = value
     if not options.get("run"):
-        raise ConfigError(f"run=<run dir> is required.\n\n{USAGE}")
+        raise UsageError(f"run=<run dir> is required.\n\n{USAGE}")
     for key in ("confusion_score_thr", "confusion_iou_thr"):
         if key in options:
             try:
                 options[key] = float(options[key])
             except ValueError:
-                raise ConfigError(f"{key}={options[key]} is not a number; give a value in [0, 1].") from None
+                raise UsageError(f"{key}={options[key]} is not a number; give a value in [0, 1].") from None
             low_ok = options[key] >= 0 if key == "confusion_score_thr" else options[key] > 0
             if not (low_ok and options[key] <= 1):
-                raise ConfigError(f"{key}={options[key]} is out of range: give a value in "
+                raise UsageError(f"{key}={options[key]} is out of range: give a value in "
                                   f"{'[0, 1]' if key == 'confusion_score_thr' else '(0, 1]'}.")
     return options
 
 
 def main(argv: list[str]) -> int:
+    """Exit codes as every command's (detect/cli.py): 2 for a bad argument, 1 when the run cannot be read."""
+    return run_command(rebuild, argv)
+
+
+def rebuild(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        options = parse_args(argv)
-        report = build_report(options["run"], options.get("confusion_score_thr"), options.get("confusion_iou_thr"),
-                              options.get("data_root"))
-    except DetectError as err:
-        log.error("%s", err)
-        return 1
+    options = parse_args(argv)
+    report = build_report(options["run"], options.get("confusion_score_thr"), options.get("confusion_iou_thr"),
+                          options.get("data_root"))
     pngs = [p for p in report.plots if p.suffix == ".png"]
     log.info("Wrote %d plots to %s and %s", len(pngs), RunDir(options["run"]).plots, report.path)
     for why in report.skipped:
