@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.errors import DetectError
 from detect.evaluation.fusion import METHODS, Detections, coco_results, fuse
 from detect.evaluation.submission import (
     SubmissionError,
@@ -37,7 +38,7 @@ from detect.evaluation.submission import (
 )
 
 
-class EnsembleError(ValueError):
+class EnsembleError(DetectError, ValueError):
     """An input that does not fit the images file or the other inputs; the message names it."""
 
 

@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from detect.ensemble import EnsembleError, read_detections
+from detect.errors import DetectError
 from detect.evaluation.fusion import Detections
 from detect.evaluation.matching import FP_KINDS, ImageMatch, match_image
 from detect.evaluation.submission import SubmissionError, class_category_ids, classes_option
@@ -64,7 +65,7 @@ CSV_FIELDS = ["rank", "file_name", "image_id", "tp", "fp", "fn",
               *(f"fp_{kind.replace(' ', '_')}" for kind in FP_KINDS), "png"]
 
 
-class ErrorAnalysisError(ValueError):
+class ErrorAnalysisError(DetectError, ValueError):
     """A missing or inconsistent input; the message names it and says what to do."""
 
 

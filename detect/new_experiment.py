@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from detect.errors import DetectError
+
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 EXAMPLE = "member=member_c name=cascade_lr model=cascade_rcnn"
 KEYS = {"member", "name", "model", "data", "schedule", "fold", "conf_dir"}
@@ -24,7 +26,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # one folder or file n
 SUB_GROUPS = {"model": {"backbone", "neck"}}  # chosen as model/backbone=..., not options of model
 
 
-class ScaffoldError(ValueError):
+class ScaffoldError(DetectError, ValueError):
     """A wrong key or value; the message says which and what is valid."""
 
 

@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from detect.errors import DetectError
 from detect.evaluation.submission import (
     SubmissionError,
     class_category_ids,
@@ -33,7 +34,7 @@ from detect.evaluation.submission import (
 )
 
 
-class PseudoLabelError(ValueError):
+class PseudoLabelError(DetectError, ValueError):
     """Input that cannot become pseudo-labels; the message names the file and the fix."""
 
 

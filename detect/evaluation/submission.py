@@ -17,11 +17,13 @@ import csv
 import math
 from pathlib import Path
 
+from detect.errors import DetectError
+
 HEADER = ["PredictionString", "image_id"]
 BOX_TOLERANCE_PX = 0.01  # boxes are written with 2 decimals; a box clipped to the border may round onto it
 
 
-class SubmissionError(ValueError):
+class SubmissionError(DetectError, ValueError):
     """A submission file that cannot be read at all (missing, wrong header)."""
 
 
