@@ -124,7 +124,7 @@ def read_run(run_dir: Path, root: Path, stale_minutes: float = 30, now: float | 
     row.update({key: getattr(summary, key) for key in CSV_COLUMNS if key not in ("run_dir", "git_commit")})
     row["member"] = summary.member or member
     row["experiment"] = summary.experiment or experiment
-    row["git_commit"] = summary.git_commit if isinstance(summary.git, dict) else None
+    row["git_commit"] = summary.git_commit
     if row["status"] == "running":
         row["status"] = live_status(run_dir, stale_minutes, now)
     return row

@@ -152,9 +152,6 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.root)
 
-    def __truediv__(self, other: str) -> Path:
-        return self.root / other
-
 
 def run_dir_of_checkpoint(path: Path) -> RunDir | None:
     """The run a checkpoint file (or a checkpoints/ folder) belongs to; None for a loose file."""

@@ -98,7 +98,7 @@ class RunSummary:
 
     @property
     def git_commit(self) -> str | None:
-        return (self.git or {}).get("commit")
+        return self.git.get("commit") if isinstance(self.git, dict) else None
 
 
 def read_summary(path: Path) -> RunSummary | None:
