@@ -266,7 +266,7 @@ def make_runs(root: Path, count: int, config: str) -> dict:
 
 
 def bench_runs(args: argparse.Namespace, tmp: Path) -> None:
-    from detect import runs
+    from detect.run import leaderboard as runs
 
     root = tmp / "outputs"
     made = make_runs(root, args.runs, demo_config_yaml())

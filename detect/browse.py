@@ -188,24 +188,13 @@ def grid(images: list, columns: int):
 
 @hydra.main(config_path="../conf", config_name="browse", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from detect.cli import run_hydra_job
 
-    from detect.errors import DetectError
-
-    try:
-        browse(cfg)
-    except DetectError as err:  # a user-facing problem: one clear message, no traceback
-        log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return  # the other jobs of the sweep go on
-        sys.exit(1)
+    run_hydra_job(lambda: browse(cfg))
 
 
 if __name__ == "__main__":
-    from detect.cli_help import print_help_and_exit
-    from detect.config_check import check_cli
+    from detect.cli import check_hydra_command_line
 
-    print_help_and_exit(sys.argv[1:], config_name="browse")  # --help: our listing, without torch
-    check_cli(sys.argv[1:], config_name="browse")  # unknown keys, wrong types, missing values: exit 2 before any folder
+    check_hydra_command_line(sys.argv[1:], config_name="browse")  # --help, and config errors: exit 2 before any folder
     main()

@@ -2,24 +2,35 @@
 same exit codes for the same kind of failure.
 
     0    done
-    1    a failure during the work (DetectError): data, checkpoint, disk, ...
-    2    a usage or config error before any work (UsageError, argparse's own, the config check)
+    1    a failure during the work (any other DetectError): a file it reads is missing or damaged,
+         the data, a checkpoint, the disk, ...
+    2    a usage or config error found before any work (UsageError, the config check): an unknown
+         option or key, a value of the wrong type or out of range, options that do not go together,
+         an output that exists; nothing was written
     130  interrupted (Ctrl-C; 143 for SIGTERM: RunInterrupted carries its code)
 
-`run_command(main, argv)` calls `main(argv)` (which returns an exit code or None) under these rules.
+The rule of thumb: what is wrong with the command line exits 2, what is wrong with the files it
+names (or anything that happens after the work began) exits 1.
+
+`run_command(main, argv)` calls `main(argv)` (which returns an exit code or None) under these rules;
+`ArgumentParser` is argparse's, with its errors raised as UsageError so they take the same path
+(one line, exit 2). The Hydra commands (train, test, browse) report through `report`.
 Imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from detect.errors import DetectError, RunInterrupted, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("detect")
+T = TypeVar("T")
 
 
 def user_message(err: BaseException) -> str:
@@ -54,10 +65,55 @@ def report(err: BaseException) -> int:
 
 
 def run_command(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> int:
-    """main(argv) with the rules above; returns the exit code (for sys.exit)."""
-    if not logging.getLogger().handlers:  # a plain command: messages as they are, on stderr
+    """main(argv) with the rules above; returns the exit code (for sys.exit). These commands keep
+    no log file: the one message goes to stderr as `error: ...`."""
+    if not logging.getLogger().handlers:  # a plain command: its progress messages as they are, on stderr
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(main(list(sys.argv[1:] if argv is None else argv)) or EXIT_OK)
     except (DetectError, KeyboardInterrupt) as err:
-        return report(err)
+        code = exit_code_of(err)
+        print("Interrupted." if isinstance(err, KeyboardInterrupt) else f"error: {user_message(err)}",
+              file=sys.stderr, flush=True)
+        return code
+
+def check_hydra_command_line(argv: Sequence[str], config_name: str) -> None:
+    """Before Hydra starts a train/test/browse command: answer `--help` ourselves (fast, no torch)
+    and find config errors (unknown keys, wrong values, missing options): exit 2 before any run dir."""
+    from detect.cli_help import print_help_and_exit
+    from detect.config_check import check_cli
+
+    print_help_and_exit(argv, config_name=config_name)
+    check_cli(argv, config_name=config_name)
+
+
+def run_hydra_job(work: Callable[[], T], on_failure: Callable[[], None] | None = None) -> T | None:
+    """The body of a Hydra command's job under the rules above: the message goes through the `detect`
+    logger (so it is in the job's log file too). In a multirun (-m) a failed job returns None and the
+    sweep goes on; an interruption stops the sweep. `on_failure` tidies up (e.g. an empty folder)."""
+    try:
+        return work()
+    except (RunInterrupted, KeyboardInterrupt) as err:
+        sys.exit(report(err))
+    except DetectError as err:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        code = report(err)
+        if on_failure is not None:
+            on_failure()
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return None
+        sys.exit(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: `--iou 2` raises UsageError("--iou must be in (0, 1] (see
+    python -m detect.X --help)") instead of printing the usage block and exiting by itself."""
+
+    def __init__(self, prog: str, description: str | None = None, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(prog=prog, description=description, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")

@@ -16,7 +16,7 @@ Only a plain `--help`/`-h` with `group=option`/`key=value` overrides (and `--res
 here. Any other flag (`--hydra-help`, `-m`, `--config-dir`, ...), a help template that asks for
 more than the groups and the config, or a `${hydra:...}` interpolation in what is printed (it needs
 Hydra's runtime state) goes on to Hydra. An override Hydra cannot compose
-(`--help model=nope`) prints Hydra's message (its options for the group) and exits 1, as a run would;
+(`--help model=nope`) prints Hydra's message (its options for the group) and exits 2, as a run would;
 Hydra's own --help shows a traceback there.
 """
 
@@ -29,6 +29,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, flag_override
 from omegaconf.errors import OmegaConfBaseException
+
+from detect.cli import EXIT_USAGE
+from detect.errors import UsageError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HELP_FLAGS = {"--help", "-h"}
@@ -48,7 +51,7 @@ def print_help_and_exit(argv: Sequence[str], config_name: str, config_dir: Path 
         text = help_text(argv, config_name, config_dir)
     except HelpError as err:
         print(err, file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_USAGE)
     if text is not None:
         print(text)
         sys.exit(0)
@@ -78,8 +81,8 @@ def help_text(argv: Sequence[str], config_name: str, config_dir: Path = CONF_DIR
     return template.safe_substitute(APP_CONFIG_GROUPS=format_groups(groups), CONFIG=config)
 
 
-class HelpError(Exception):
-    """The config cannot be composed with these overrides; the text is Hydra's message."""
+class HelpError(UsageError):
+    """The config cannot be composed with these overrides; the text is Hydra's message (exit 2)."""
 
 
 def compose_with_hydra(config_name: str, overrides: list[str], config_dir: Path) -> DictConfig:

@@ -66,7 +66,6 @@ class Rule:
     above: float | None = None  # exclusive lower bound
     example: str = ""
     choices: tuple = ()
-    check_range: bool = True  # False: the range is only said here, and checked where it is used
 
     def describe(self, noun: str) -> str:
         """'a whole number >= 1' from the schema's noun ('a whole number') and the range."""
@@ -96,14 +95,12 @@ class Rule:
             return all(self.accepts(v) for v in value)
         if not math.isfinite(value):
             return False
-        if not self.check_range:
-            return True
         return not ((self.low is not None and value < self.low) or (self.high is not None and value > self.high)
                     or (self.above is not None and value <= self.above))
 
 
-def _range(low=None, high=None, above=None, example="", check_range=True) -> Rule:
-    return Rule(low=low, high=high, above=above, example=example, check_range=check_range)
+def _range(low=None, high=None, above=None, example="") -> Rule:
+    return Rule(low=low, high=high, above=above, example=example)
 
 
 def _choice(*choices, example="") -> Rule:
@@ -135,10 +132,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "runtime.threads": _range(low=1, example="4"),
         "runtime.workers": _range(low=0, example="2"),
         "runtime.pin_memory": _choice("auto", True, False, example="auto"),  # mixed types: Any in the schema
-        # The trainer checks the range of these (before building anything): here it is only said.
-        "runtime.eval_interval": _range(low=1, example="1", check_range=False),
-        "runtime.checkpoint_interval": _range(low=1, example="1", check_range=False),
-        "runtime.log_interval": _range(low=1, example="20", check_range=False),
+        # The trainer checks these again (a call that did not come through check_cli).
+        "runtime.eval_interval": _range(low=1, example="1"),
+        "runtime.checkpoint_interval": _range(low=1, example="1"),
+        "runtime.log_interval": _range(low=1, example="20"),
         "runtime.max_keep_ckpts": _range(low=-1, example="3"),  # -1 keeps every epoch_N.pth
         # Plain strings in the schema (they go into checkpoints, see detect/schemas.py): choices here.
         "runtime.progress": _choice(*PROGRESS_MODES, example="lines"),
@@ -147,12 +144,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "runtime.plots.confusion_iou_thr": _range(above=0, high=1, example="0.5"),
         "runtime.max_iters_per_epoch": _range(low=1, example="50"),
     },
-    # detect.test checks the ranges of score_threshold, max_detections and tta_iou_thr itself, before
-    # it loads a checkpoint: here they are only said. The others it passes on unchecked.
+    # detect.test checks score_threshold, max_detections and tta_iou_thr again before it loads a checkpoint.
     "test": {
-        "score_threshold": _range(low=0, high=1, example="0.05", check_range=False),
-        "max_detections": _range(low=1, example="100", check_range=False),
-        "tta_iou_thr": _range(above=0, high=1, example="0.55", check_range=False),
+        "score_threshold": _range(low=0, high=1, example="0.05"),
+        "max_detections": _range(low=1, example="100"),
+        "tta_iou_thr": _range(above=0, high=1, example="0.55"),
         "workers": _range(low=0, example="2"),
         "batch_size": _range(low=1, example="4"),
         "data.fold": _range(low=0, example="0"),
@@ -225,8 +221,8 @@ def find_problems(argv: Sequence[str], config_name: str, config_dir: Path = CONF
         loader = GlobalHydra.instance().config_loader()
         try:
             parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-        except Exception:  # a syntax error: Hydra's own message is the right one
-            return []
+        except Exception as err:  # a syntax error: Hydra's own message is the right one (exit 2 all the same)
+            return [m] if (m := hydra_error_message(err)) else []
         top_groups = set(loader.list_groups(""))
         # Each override as composed for the first job of a sweep (None: a sweep with no first value,
         # an Optuna interval: the config's own value stands in), in command-line order.
@@ -249,8 +245,8 @@ def find_problems(argv: Sequence[str], config_name: str, config_dir: Path = CONF
         cfg = composed(with_plain=True)
         if isinstance(cfg, Exception):  # an unknown key or a value the schema rejects: find which
             base = composed(with_plain=False)
-            if isinstance(base, Exception):  # a config file itself is wrong, or something for Hydra to say
-                return [m] if (m := config_file_message(base)) else []
+            if isinstance(base, Exception):  # a config file itself is wrong, or an option that does not exist
+                return [m] if (m := config_file_message(base) or hydra_error_message(base)) else []
             return override_problems(base, plain, RULES.get(config_name, {}))
         unsettable = [o for o, t, is_plain in items if is_plain and t is None]
         problems = [m for o in unsettable if (m := unknown_key_message(cfg, o.key_or_group))]
@@ -552,6 +548,18 @@ def config_file_message(err: Exception) -> str | None:
                 + (f" Did you mean '{prefix}{close[0]}'?" if close else "")
                 + (f" Valid keys of {section or 'the top level'}: {', '.join(sorted(names))}." if names else ""))
     return f"{origin} sets {full_key} to a value its schema rejects: {lines[0] if lines else kind}."
+
+
+def hydra_error_message(err: Exception) -> str | None:
+    """Hydra's own words for a command line it cannot use: a group option that does not exist
+    (`model=cascade_rcnnn`, with the available options), an override of a key that is not there
+    (`hydra.run.dirr=x`), a bad deletion, a syntax error. Said here so that it exits 2 before any run
+    dir like every other config error; None for anything else (Hydra reports it when it runs)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    if not isinstance(err, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
+        return None
+    return str(err).split("\nConfig search path:")[0].rstrip()  # the search path only helps Hydra's developers
 
 
 def missing_value_problems(cfg: DictConfig) -> list[str]:

@@ -12,100 +12,25 @@ test.json or val.json the inputs were predicted on) gives the image list, order 
 `--val <val.json>` (ground truth) it defaults to that file, and every input and the fused result
 are evaluated and printed in one table: tune weights and thresholds on val, not on the leaderboard.
 The output is a CSV or a COCO results json, by the suffix of `--out`. See detect/evaluation/fusion.py
-for the methods (wbf, nms, soft_nms). numpy and pycocotools only: no torch.
+for the methods (wbf, nms, soft_nms). numpy and pycocotools only: no torch. The
+work is in detect/evaluation/detections.py and fusion.py; this module parses, calls and reports.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from detect.errors import DetectError
-from detect.evaluation.fusion import METHODS, Detections, coco_results, fuse
-from detect.evaluation.submission import (
-    SubmissionError,
-    class_category_ids,
-    classes_option,
-    label_index,
-    parse_groups,
-    prediction_string,
-    read_rows,
-    write_submission,
-)
+from detect.cli import ArgumentParser, run_command
+from detect.errors import UsageError
+from detect.evaluation.detections import read_detections, score_table, write_detections
+from detect.evaluation.fusion import METHODS, fuse
+from detect.evaluation.submission import SubmissionError, class_category_ids, classes_option
+from detect.inputs import InputFileError, read_coco
 
 
-class EnsembleError(DetectError, ValueError):
-    """An input that does not fit the images file or the other inputs; the message names it."""
-
-
-def read_detections(path: Path, images: list[dict], category_ids: list[int]) -> dict[int, Detections]:
-    """{image id: Detections with 0-based labels} of a submission CSV or a COCO results json."""
-    by_id: dict[int, list[tuple]] = {img["id"]: [] for img in images}
-    if path.suffix.lower() == ".csv":
-        id_of_file = {img["file_name"]: img["id"] for img in images}
-        for line, text, image_id in read_rows(path):
-            if text is None or image_id not in id_of_file:
-                raise EnsembleError(f"{path} line {line}: image_id {image_id!r} is not a file_name of the images "
-                                    "file (check the file with python -m detect.check_submission).")
-            for label, *rest in parse_groups(text):
-                where = f"{path} line {line}"
-                by_id[id_of_file[image_id]].append((label_index(label, len(category_ids) or None, where), *rest))
-    else:
-        if not category_ids:
-            raise EnsembleError(f"{path} is a COCO results file, but the images file lists no categories to map "
-                                "its category_id values to classes: give --images a json with categories.")
-        label_of = {cat: k for k, cat in enumerate(category_ids)}
-        results = json.loads(path.read_text())
-        if not isinstance(results, list):
-            raise EnsembleError(f"{path} is not a COCO results file (a list of {{image_id, category_id, bbox, "
-                                "score}}); a ground-truth json is not an input.")
-        for r in results:
-            if r["image_id"] not in by_id or r["category_id"] not in label_of:
-                raise EnsembleError(f"{path}: result for image {r['image_id']} category {r['category_id']} is not in "
-                                    "the images file.")
-            x, y, w, h = r["bbox"]
-            by_id[r["image_id"]].append((label_of[r["category_id"]], r["score"], x, y, x + w, y + h))
-    out = {}
-    for image_id, groups in by_id.items():
-        arr = np.array(groups, dtype=float).reshape(-1, 6)
-        out[image_id] = Detections(arr[:, 2:6], arr[:, 1], arr[:, 0].astype(np.int64))
-    return out
-
-
-def write_output(path: Path, per_image: dict[int, Detections], images: list[dict], category_ids: list[int]) -> None:
-    if path.suffix.lower() == ".csv":
-        rows = []
-        for img in images:
-            det = per_image[img["id"]]
-            groups = [(label, score, *box) for box, score, label in zip(det.boxes, det.scores, det.labels)]
-            rows.append([prediction_string(groups), img["file_name"]])
-        write_submission(path, rows)
-    else:
-        if not category_ids:
-            raise EnsembleError(f"--out {path}: a COCO results file needs categories in the images file; "
-                                "write a .csv instead.")
-        path.write_text(json.dumps(coco_results(per_image, category_ids)) + "\n")
-
-
-def score_table(val: dict, named: list[tuple[str, dict[int, Detections]]], category_ids: list[int]) -> str:
-    from detect.evaluation.coco_metrics import evaluate_boxes
-
-    classes = [c["name"] for c in sorted(val["categories"], key=lambda c: c["id"])]
-    width = max(len(name) for name, _ in named)
-    lines = [f"{'input':<{width}}  bbox_mAP  bbox_mAP_50  bbox_mAP_75", "-" * (width + 37)]
-    for name, per_image in named:
-        m = evaluate_boxes(val, coco_results(per_image, category_ids), classes, category_ids)
-        lines.append(f"{name:<{width}}  {m['bbox_mAP']:8.4f}  {m['bbox_mAP_50']:11.4f}  {m['bbox_mAP_75']:11.4f}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m detect.ensemble", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser("python -m detect.ensemble", __doc__)
     parser.add_argument("inputs", nargs="+", help="submission CSVs and/or COCO results json files")
     parser.add_argument("--images", help="the test.json / val.json the inputs predict (default: --val)")
     parser.add_argument("--val", help="ground truth: evaluate every input and the fused result on it")
@@ -118,40 +43,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", help="class order of CSV labels: a run dir or comma-separated names "
                                           "(default: the images file's categories sorted by id)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    args = parser.parse_args(argv)
-    images_path = args.images or args.val
-    if not images_path:
-        parser.error("give --images <test.json> (or --val <val.json>)")
+    return parser
+
+
+def check_args(args) -> None:
+    """What is wrong with the command line itself, before any file is read (exit 2)."""
+    if not (args.images or args.val):
+        raise UsageError("give --images <test.json> (or --val <val.json>)")
     if not args.out and not args.val:
-        parser.error("give --out (the fused file) and/or --val (a comparison table)")
+        raise UsageError("give --out (the fused file) and/or --val (a comparison table)")
+    if args.weights and len(args.weights) != len(args.inputs):
+        raise UsageError(f"--weights has {len(args.weights)} values for {len(args.inputs)} inputs: give one per input.")
+    if args.weights and not all(w > 0 for w in args.weights):
+        raise UsageError(f"--weights {args.weights} must all be > 0 (leave an input out rather than weigh it 0).")
+    if not 0 < args.iou_thr <= 1:
+        raise UsageError(f"--iou-thr {args.iou_thr} must be in (0, 1].")
+    if args.max_detections < 1:
+        raise UsageError(f"--max-detections {args.max_detections} must be at least 1.")
+    if args.out:
+        out = Path(args.out).resolve()
+        if out in [Path(p).resolve() for p in [*args.inputs, args.images, args.val] if p]:
+            raise UsageError(f"--out {args.out} is one of the inputs: write the fused result to a new file.")
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out.")
+
+
+def ensemble(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    images_option = ("--images", args.images) if args.images else ("--val", args.val)
+    images_coco = read_coco(images_option[1], images_option[0])
+    val = read_coco(args.val, "--val") if args.val else None
+    categories = images_coco.get("categories") or []
     try:
-        if args.out:
-            out = Path(args.out).resolve()
-            if out in [Path(p).resolve() for p in [*args.inputs, images_path, args.val] if p]:
-                raise EnsembleError(f"--out {args.out} is one of the inputs: write the fused result to a new file.")
-            if out.exists() and not args.overwrite:
-                raise EnsembleError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out.")
-        images_coco = json.loads(Path(images_path).read_text())
-        val = json.loads(Path(args.val).read_text()) if args.val else None
-        categories = images_coco.get("categories") or []
         category_ids = class_category_ids(categories, classes_option(args.classes)) if categories else []
-        inputs = [(p, read_detections(Path(p), images_coco["images"], category_ids)) for p in args.inputs]
-        weights = args.weights or [1.0] * len(inputs)
-        if len(weights) != len(inputs):
-            raise EnsembleError(f"--weights has {len(weights)} values for {len(inputs)} inputs: give one per input.")
-        fused = {img["id"]: fuse([det[img["id"]] for _, det in inputs], args.method, weights, args.iou_thr,
-                                 args.skip_thr, args.max_detections) for img in images_coco["images"]}
-        if args.out:
-            write_output(Path(args.out), fused, images_coco["images"], category_ids)
-            print(f"Wrote {args.out}: {sum(len(d) for d in fused.values())} boxes on {len(fused)} images "
-                  f"({args.method}, iou_thr {args.iou_thr}, skip_thr {args.skip_thr}, weights {weights})")
-        if val is not None:
-            label = f"fused ({args.method})"
-            print(score_table(val, [*inputs, (label, fused)], category_ids))
-    except (OSError, json.JSONDecodeError, KeyError, SubmissionError, EnsembleError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except SubmissionError as err:
+        raise InputFileError(f"--classes: {err}") from None
+    images = images_coco["images"]
+    images_name = f"{images_option[0]} {Path(images_option[1]).name}"
+    inputs = [(p, read_detections(Path(p), images, category_ids, images_name)) for p in args.inputs]
+    weights = args.weights or [1.0] * len(inputs)
+    fused = {img["id"]: fuse([det[img["id"]] for _, det in inputs], args.method, weights, args.iou_thr,
+                             args.skip_thr, args.max_detections) for img in images}
+    if args.out:
+        write_detections(Path(args.out), fused, images, category_ids)
+        print(f"Wrote {args.out}: {sum(len(d) for d in fused.values())} boxes on {len(fused)} images "
+              f"({args.method}, iou_thr {args.iou_thr}, skip_thr {args.skip_thr}, weights {weights})")
+    if val is not None:
+        print(score_table(val, [*inputs, (f"fused ({args.method})", fused)], category_ids))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes as every command's (detect/cli.py): 2 for a bad command line, 1 for a bad input file."""
+    return run_command(ensemble, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Errors a user can meet and fix. Every command turns them into one message without a traceback
-and an exit code (detect/cli.py): 2 for a usage or config error found before any work (UsageError),
-1 for a failure during the work (any other DetectError), 130/143 when interrupted (RunInterrupted).
-Anything else is a bug and keeps its traceback."""
+and an exit code (detect/cli.py): 2 for a usage or config error (UsageError, ConfigError: change
+the command line or the config), 1 for a failure during the work (any other DetectError: the data,
+a file, a checkpoint, the disk), 130/143 when interrupted (RunInterrupted). Anything else is a bug
+and keeps its traceback."""
 
 
 class DetectError(Exception):
@@ -12,8 +13,10 @@ class UsageError(DetectError, ValueError):
     """The command line itself is wrong (an unknown option, a bad value): nothing was done. Exit 2."""
 
 
-class ConfigError(DetectError, ValueError):
-    """A config value is out of range or inconsistent."""
+class ConfigError(UsageError):
+    """A config value is out of range or inconsistent (exit 2). Most are found by the config check
+    before any run dir exists; those only building can find (a neck that does not fit its backbone)
+    are found after, and the run dir records the run as failed."""
 
 
 class DataConfigError(DetectError, ValueError):

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from detect.errors import DetectError
+from detect.cli import run_command
+from detect.errors import UsageError
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 EXAMPLE = "member=member_c name=cascade_lr model=cascade_rcnn"
@@ -26,8 +27,9 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # one folder or file n
 SUB_GROUPS = {"model": {"backbone", "neck"}}  # chosen as model/backbone=..., not options of model
 
 
-class ScaffoldError(DetectError, ValueError):
-    """A wrong key or value; the message says which and what is valid."""
+class ScaffoldError(UsageError):
+    """A wrong key or value, or a file that exists: nothing was written (exit 2). The message says
+    which and what is valid."""
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -106,25 +108,27 @@ def scaffold(argv: list[str]) -> Path:
     if path.exists():
         raise ScaffoldError(f"{path} already exists; it is not replaced. Pick another name=..., or edit that file.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("x") as f:  # "x": fails rather than replace a file created meanwhile
-        f.write(experiment_text(args))
+    try:
+        with path.open("x") as f:  # "x": fails rather than replace a file created meanwhile
+            f.write(experiment_text(args))
+    except FileExistsError:
+        raise ScaffoldError(f"{path} was created meanwhile; it is not replaced. Pick another name=....") from None
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def new_experiment(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    try:
-        path = scaffold(argv)
-    except (ScaffoldError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    path = scaffold(argv)
     member_name = f"{path.parent.name}/{path.stem}"
     print(f"Wrote {path}\nEdit it, then run: python -m detect.train experiment={member_name}")
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes as every command's (detect/cli.py): 2 for a wrong key or value (nothing is written)."""
+    return run_command(new_experiment, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

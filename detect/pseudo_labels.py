@@ -14,83 +14,25 @@ into a training file.
   (above its largest image and annotation ids: no collisions); an image whose file_name is already
   in it is an error. The file named by --out is never an input and is not overwritten unless
   --overwrite is given. Train on the result with `data.train_ann=train_pseudo.json`.
+
+The work is in detect/data/pseudo_labels.py; this module parses, calls and reports.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from detect.errors import DetectError
-from detect.evaluation.submission import (
-    SubmissionError,
-    class_category_ids,
-    classes_option,
-    label_index,
-    parse_groups,
-    read_rows,
-)
+from detect.cli import ArgumentParser, run_command
+from detect.data.pseudo_labels import PseudoLabelError, merge_into, pseudo_label_coco
+from detect.errors import UsageError
+from detect.evaluation.submission import classes_option
+from detect.inputs import read_coco
 
 
-class PseudoLabelError(DetectError, ValueError):
-    """Input that cannot become pseudo-labels; the message names the file and the fix."""
-
-
-def pseudo_label_coco(csv_path: Path, test_coco: dict, categories: list[dict], score_thr: float,
-                      classes: list[str] | None = None) -> dict:
-    """COCO dict of the CSV's boxes scoring >= score_thr, on the test images that keep at least one.
-    CSV label k is class k of `classes` (names) if given, else the k-th category sorted by id."""
-    category_ids = class_category_ids(categories, classes)
-    images_by_file = {img["file_name"]: img for img in test_coco["images"]}
-    images, annotations, seen = [], [], {}
-    for line, text, file_name in read_rows(csv_path):
-        if text is None or file_name not in images_by_file:
-            raise PseudoLabelError(f"{csv_path} line {line}: image_id {file_name!r} is not a file_name of test.json "
-                                   "(check it with python -m detect.check_submission).")
-        if file_name in seen:
-            raise PseudoLabelError(f"{csv_path} line {line}: image_id {file_name!r} again (first on line "
-                                   f"{seen[file_name]}); check it with python -m detect.check_submission.")
-        seen[file_name] = line
-        kept = []
-        for label, score, x1, y1, x2, y2 in parse_groups(text):
-            label = label_index(label, len(category_ids), f"{csv_path} line {line}")
-            if score < score_thr:
-                continue
-            kept.append({"image_id": images_by_file[file_name]["id"], "category_id": category_ids[label],
-                         "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
-                         "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0, "score": score})
-        if kept:
-            images.append(images_by_file[file_name])
-            annotations += kept
-    for ann_id, ann in enumerate(annotations, 1):
-        ann["id"] = ann_id
-    return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def merge_into(train: dict, pseudo: dict) -> dict:
-    """A copy of `train` with the pseudo images and boxes appended under fresh ids."""
-    train_names = {img["file_name"] for img in train["images"]}
-    clashes = [img["file_name"] for img in pseudo["images"] if img["file_name"] in train_names]
-    if clashes:
-        raise PseudoLabelError(f"{len(clashes)} pseudo-labelled image(s) are already in the training file, e.g. "
-                               f"{clashes[0]}: pseudo-label images the model has not been trained on.")
-    if sorted(c["name"] for c in train["categories"]) != sorted(c["name"] for c in pseudo["categories"]):
-        raise PseudoLabelError("The training file's categories differ from the pseudo-labels' categories.")
-    next_image = max((img["id"] for img in train["images"]), default=0) + 1
-    next_ann = max((ann["id"] for ann in train.get("annotations", [])), default=0) + 1
-    new_image_id = {img["id"]: next_image + i for i, img in enumerate(pseudo["images"])}
-    merged = {**train, "images": list(train["images"]), "annotations": list(train.get("annotations", []))}
-    merged["images"] += [{**img, "id": new_image_id[img["id"]]} for img in pseudo["images"]]
-    merged["annotations"] += [{**ann, "id": next_ann + i, "image_id": new_image_id[ann["image_id"]]}
-                              for i, ann in enumerate(pseudo["annotations"])]
-    return merged
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m detect.pseudo_labels", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str]):
+    parser = ArgumentParser("python -m detect.pseudo_labels", __doc__)
     parser.add_argument("csv", help="a submission CSV (python -m detect.test mode=predict)")
     parser.add_argument("test_json", help="the test.json it predicts")
     parser.add_argument("--out", required=True, help="the COCO json to write")
@@ -103,30 +45,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    try:
-        inputs = [Path(p).resolve() for p in (args.csv, args.test_json, args.merge_into, args.categories) if p]
-        if out.resolve() in inputs:
-            raise PseudoLabelError(f"--out {out} is one of the inputs: write the result to a new file.")
-        if out.exists() and not args.overwrite:
-            raise PseudoLabelError(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
-        test_coco = json.loads(Path(args.test_json).read_text())
-        train = json.loads(Path(args.merge_into).read_text()) if args.merge_into else None
-        source = args.categories or args.merge_into or args.test_json
-        categories = (json.loads(Path(source).read_text()) if source != args.merge_into else train).get("categories")
-        if not categories:
-            raise PseudoLabelError(f"{source} lists no categories: pass --categories train.json (the class order).")
-        pseudo = pseudo_label_coco(Path(args.csv), test_coco, categories, args.score_thr,
-                                   classes_option(args.classes))
-        result = merge_into(train, pseudo) if train is not None else pseudo
-    except (OSError, json.JSONDecodeError, SubmissionError, PseudoLabelError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    inputs = [Path(p).resolve() for p in (args.csv, args.test_json, args.merge_into, args.categories) if p]
+    if out.resolve() in inputs:
+        raise UsageError(f"--out {out} is one of the inputs: write the result to a new file.")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
+    if not 0 <= args.score_thr <= 1:
+        raise UsageError(f"--score-thr {args.score_thr} must be in [0, 1].")
+    return args
+
+
+def pseudo_labels(argv: list[str]) -> int:
+    args = parse_args(argv)
+    test_coco = read_coco(args.test_json, "test_json")
+    train = read_coco(args.merge_into, "--merge-into") if args.merge_into else None
+    if args.categories:
+        source, categories = args.categories, read_coco(args.categories, "--categories").get("categories")
+    else:
+        source = args.merge_into or args.test_json
+        categories = (train or test_coco).get("categories")
+    if not categories:
+        raise PseudoLabelError(f"{source} lists no categories: pass --categories train.json (the class order).")
+    pseudo = pseudo_label_coco(Path(args.csv), test_coco, categories, args.score_thr, classes_option(args.classes))
+    result = merge_into(train, pseudo) if train is not None else pseudo
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result) + "\n")
     what = f"merged into a copy of {args.merge_into}" if train is not None else "pseudo-labels only"
     print(f"Wrote {out}: {len(pseudo['annotations'])} boxes (score >= {args.score_thr}) on {len(pseudo['images'])} "
           f"of {len(test_coco['images'])} test images, {what}.")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes as every command's (detect/cli.py): 2 for a bad command line, 1 for a bad input file."""
+    return run_command(pseudo_labels, argv)
 
 
 if __name__ == "__main__":

@@ -1,242 +1,33 @@
 """Leaderboard of every run under `outputs/`: `python -m detect.runs [--root outputs] [options]`.
 
-A run dir is any folder under the root that holds `summary.json`, or a training config
-(`.hydra/config.yaml` with a `schedule:` section, unlike detect.test's result folders):
-`<member>/<run_name>/<time>/` for single runs (run_name may contain slashes) and
-`<member>/<run_name>/multirun_<time>/<job>/` for sweep jobs. Reads only those files (no torch).
-
-Columns: member, experiment (the run_name), model, data, fold, status, epochs (done/total),
-best <monitor> (4 decimals; the monitored metric, `runtime.monitor`), best epoch, started, and the
-run dir relative to the root (`--csv` gives it absolute, so scripts can use it from anywhere).
-
-Status:
-- `finished`, `failed`, `interrupted`: as summary.json says;
-- `running`: summary.json says running and train.log, metrics.jsonl or summary.json changed within
-  the last `--stale-minutes` (default 30);
-- `stale`: summary.json says running but nothing was written for longer: the process probably died
-  (kill -9, node lost); resume it with `runtime.resume_from=<run dir>`;
-- `no-summary`: `.hydra/config.yaml` but no summary.json: the run died before the trainer started
-  (or started a few seconds ago); model/data/fold/epochs then come from the config;
-- `unreadable`: summary.json is not valid JSON (half-written or damaged); the run is still listed.
-Member and experiment come from summary.json, else from the folder names.
+Statuses, columns and how run dirs are found: detect/run/leaderboard.py (this module parses, calls
+and prints). `--diff RUN_A RUN_B` prints the config keys that differ. Reads only run files: no torch.
+A bad option exits 2; a --root or run dir that is not there exits 1 (detect/cli.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import fnmatch
-import json
-import os
 import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
-import yaml
-
+from detect.cli import ArgumentParser, run_command
 from detect.errors import RunFilesError
-from detect.run import RunDir, read_summary
-
-TABLE_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs", "best", "best_epoch",
-                 "started", "run_dir"]
-CSV_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs_done", "epochs", "monitor",
-               "best_score", "best_epoch", "started", "finished", "seed", "git_commit", "error", "run_dir"]
-STATUSES = ["running", "stale", "finished", "failed", "interrupted", "no-summary", "unreadable"]
-# libyaml's parser where PyYAML was built with it: a composed config takes 2 ms instead of 15, which is
-# most of the time over 1,000 run dirs when some have no summary.json (benchmarks/scale.py).
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _load_yaml(path: Path):
-    try:
-        return yaml.load(path.read_text(), Loader=_YAML_LOADER)  # safe: plain data, no python objects
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+from detect.run import RunDir
+from detect.run.leaderboard import (
+    STATUSES,
+    TABLE_COLUMNS,
+    config_diff,
+    filter_runs,
+    format_table,
+    read_runs,
+    sort_runs,
+    write_csv,
+)
 
 
-def find_run_dirs(root: Path) -> list[Path]:
-    """Every folder under root holding summary.json, or a training config without one, sorted by path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        run = RunDir(here)
-        if run.summary_file.name in filenames or is_training_config(run.config_file):
-            found.append(here)
-            dirnames.clear()  # nothing below a run dir is a run (checkpoints/, detect.test's test/ folders)
-    return sorted(found)
-
-
-def is_training_config(path: Path) -> bool:
-    """A composed training config has `schedule:`; detect.test's result folders (outputs/<member>/test/...)
-    have a .hydra/config.yaml too, but are not runs. An unparsable config counts as a run: better shown."""
-    if not path.is_file():
-        return False
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):  # unreadable or damaged: shown, as an unparsable one
-        return True
-    if text.startswith("schedule:") or "\nschedule:" in text:  # a top-level key: no need to parse it here
-        return True
-    try:
-        cfg = yaml.load(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError:
-        return True
-    return not isinstance(cfg, dict) or "schedule" in cfg
-
-
-def names_from_path(run_dir: Path, root: Path) -> tuple[str, str]:
-    """(member, experiment) from `<member>/<run_name...>/<time>` or `.../multirun_<time>/<job>`."""
-    parts = run_dir.relative_to(root).parts
-    if len(parts) >= 2 and parts[-1].isdigit() and parts[-2].startswith("multirun_"):
-        parts = parts[:-1]  # a sweep job: drop the job number too
-    return (parts[0] if parts else "-"), "/".join(parts[1:-1]) or "-"
-
-
-def live_status(run_dir: Path, stale_minutes: float, now: float) -> str:
-    """`running` if one of the run's files changed recently, else `stale` (a dead process never
-    rewrites summary.json, so its last word stays 'running')."""
-    mtimes = [path.stat().st_mtime for path in RunDir(run_dir).files_written_while_running() if path.is_file()]
-    return "running" if mtimes and now - max(mtimes) <= stale_minutes * 60 else "stale"
-
-
-def read_run(run_dir: Path, root: Path, stale_minutes: float = 30, now: float | None = None) -> dict:
-    """One leaderboard row: the CSV_COLUMNS fields plus `rel` (run dir relative to root)."""
-    now = time.time() if now is None else now
-    member, experiment = names_from_path(run_dir, root)
-    row = dict.fromkeys(CSV_COLUMNS)
-    row.update(member=member, experiment=experiment, run_dir=str(run_dir.resolve()),
-               rel=str(run_dir.relative_to(root)))
-    run = RunDir(run_dir)
-    if not run.summary_file.is_file():
-        # Hydra wrote the config but the trainer never wrote a summary: take what the config knows.
-        config_file = run.config_file
-        cfg = flatten(_load_yaml(config_file) or {})
-        row.update(status="no-summary", model=cfg.get("model.name"), data=cfg.get("data.name"),
-                   fold=cfg.get("data.fold"), epochs=cfg.get("schedule.epochs"),
-                   started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(config_file.stat().st_mtime)))
-        return row
-    try:
-        summary = read_summary(run.summary_file)
-    except RunFilesError:
-        row["status"] = "unreadable"
-        return row
-    row.update({key: getattr(summary, key) for key in CSV_COLUMNS if key not in ("run_dir", "git_commit")})
-    row["member"] = summary.member or member
-    row["experiment"] = summary.experiment or experiment
-    row["git_commit"] = summary.git_commit
-    if row["status"] == "running":
-        row["status"] = live_status(run_dir, stale_minutes, now)
-    return row
-
-
-def read_runs(root: Path, stale_minutes: float = 30) -> list[dict]:
-    now = time.time()
-    return [read_run(d, root, stale_minutes, now) for d in find_run_dirs(root)]
-
-
-def filter_runs(rows: list[dict], member: str | None = None, experiment: str | None = None,
-                status: str | None = None) -> list[dict]:
-    """Member and experiment match exactly or as a glob (`cascade_*`); status exactly."""
-    def keep(row: dict) -> bool:
-        return ((member is None or fnmatch.fnmatchcase(str(row["member"]), member))
-                and (experiment is None or fnmatch.fnmatchcase(str(row["experiment"]), experiment))
-                and (status is None or row["status"] == status))
-    return [r for r in rows if keep(r)]
-
-
-def sort_runs(rows: list[dict], column: str = "best", reverse: bool = False) -> list[dict]:
-    """Scores sort best first, every other column ascending; `reverse` flips that. Rows without a
-    value (no score yet, unreadable summary) always come last."""
-    field = {"best": "best_score", "epochs": "epochs_done", "run_dir": "rel"}.get(column, column)
-
-    def key(row: dict) -> tuple:
-        # Numbers before text, so a stray type in someone's summary.json cannot break the sort.
-        value = row[field]
-        return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
-
-    present = [r for r in rows if r[field] is not None]
-    missing = [r for r in rows if r[field] is None]
-    return sorted(present, key=key, reverse=(column == "best") != reverse) + missing
-
-
-def _text(value) -> str:
-    return "-" if value is None else str(value)
-
-
-def format_table(rows: list[dict]) -> str:
-    """Aligned plain text, one line per run."""
-    monitors = {r["monitor"] for r in rows if r["monitor"]}
-    same_monitor = len(monitors) <= 1
-
-    def best(r: dict) -> str:
-        score = r["best_score"]
-        text = f"{score:.4f}" if isinstance(score, (int, float)) else _text(score)
-        return text if same_monitor or score is None else f"{text} ({r['monitor']})"
-
-    header = ["member", "experiment", "model", "data", "fold", "status", "epochs",
-              f"best {monitors.pop() if len(monitors) == 1 else 'score'}", "best epoch", "started", "run dir"]
-    lines = [[_text(r["member"]), _text(r["experiment"]), _text(r["model"]), _text(r["data"]), _text(r["fold"]),
-              r["status"], f"{_text(r['epochs_done'])}/{_text(r['epochs'])}", best(r), _text(r["best_epoch"]),
-              _text(r["started"]), r["rel"]] for r in rows]
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
-
-
-def write_csv(rows: list[dict], out: TextIO | None = None) -> None:
-    """All CSV_COLUMNS, full-precision scores, absolute run dirs; empty cell for a missing value."""
-    writer = csv.DictWriter(out or sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def flatten(node, prefix: str = "") -> dict:
-    """{"a.b.c": leaf}; lists are leaves (compared whole)."""
-    if not isinstance(node, dict) or not node:
-        return {prefix: node}
-    flat = {}
-    for key, value in node.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
-def _value(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _same(a, b) -> bool:
-    # Compare as JSON text: 1, 1.0, true and "1" are different settings even where Python says ==.
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def config_diff(run_a: Path, run_b: Path) -> str:
-    """Keys of `.hydra/config.yaml` whose values differ (`key: a -> b`, `(absent)` on one side),
-    then both override lists. Values are compared as written: an interpolation such as
-    `${data.min_size}` stays unresolved, so a difference shows once, at the key that set it."""
-    configs, overrides = [], []
-    for run in (run_a, run_b):
-        configs.append(flatten(_load_yaml(RunDir(run).config_file) or {}))
-        overrides.append(_load_yaml(RunDir(run).overrides_file) or [])
-    a, b = configs
-
-    def shown(flat: dict, key: str) -> str:
-        return _value(flat[key]) if key in flat else "(absent)"
-
-    changed = [f"  {key}: {shown(a, key)} -> {shown(b, key)}" for key in sorted(a.keys() | b.keys())
-               if key not in a or key not in b or not _same(a[key], b[key])]
-    return "\n".join([f"A: {run_a}", f"B: {run_b}", "config (.hydra/config.yaml), keys that differ:",
-                      *(changed or ["  (none)"]),
-                      f"overrides A: {' '.join(map(str, overrides[0])) or '(none)'}",
-                      f"overrides B: {' '.join(map(str, overrides[1])) or '(none)'}"])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m detect.runs", formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        "python -m detect.runs",
         description="Leaderboard of every run under --root: who ran what, its status and best score.",
         epilog="status: finished | failed | interrupted (as summary.json says); running (summary says running\n"
                "and a run file changed within --stale-minutes); stale (summary says running but nothing was\n"
@@ -257,17 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def leaderboard(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     if args.diff:
         for run in args.diff:
             if not RunDir(run).config_file.is_file():
-                parser.error(f"{run} is not a run dir: it has no .hydra/config.yaml")  # exits 2
+                raise RunFilesError(f"{run} is not a run dir: it has no {RunDir(run).config_file.relative_to(run)}")
         print(config_diff(*args.diff))
         return 0
     if not args.root.is_dir():
-        parser.error(f"no such folder: {args.root} (run from the repository root or pass --root)")
+        raise RunFilesError(f"no such folder: {args.root} (run from the repository root or pass --root)")
     runs = read_runs(args.root, args.stale_minutes)
     rows = sort_runs(filter_runs(runs, args.member, args.experiment, args.status), args.sort, args.reverse)
     if args.csv:
@@ -279,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(format_table(rows))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(leaderboard, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from detect.config import register_resolvers
-from detect.errors import ConfigError, DetectError
+from detect.errors import ConfigError
 
 log = logging.getLogger("detect")
 register_resolvers()
@@ -154,24 +154,20 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from detect.cli import report
+    from detect.cli import run_hydra_job
     from detect.run import TestDir
 
     out_dir = TestDir(Path(HydraConfig.get().runtime.output_dir))
-    try:
-        run_test(cfg, out_dir.root)
-    except DetectError as err:
-        code = report(err)
-        # A failed test leaves no folder of its own behind (the message is on the terminal).
+
+    def remove_empty_folder() -> None:  # a failed test leaves no folder of its own (the message is on the terminal)
         if not out_dir.holds_results():
             shutil.rmtree(out_dir.root, ignore_errors=True)
-        sys.exit(code)
+
+    run_hydra_job(lambda: run_test(cfg, out_dir.root), on_failure=remove_empty_folder)
 
 
 if __name__ == "__main__":
-    from detect.cli_help import print_help_and_exit
-    from detect.config_check import check_cli
+    from detect.cli import check_hydra_command_line
 
-    print_help_and_exit(sys.argv[1:], config_name="test")  # --help: our listing, 3x faster than Hydra's
-    check_cli(sys.argv[1:], config_name="test")  # unknown keys, wrong types, missing values: exit 2 before any run dir
+    check_hydra_command_line(sys.argv[1:], config_name="test")  # --help, and config errors: exit 2 before any folder
     main()

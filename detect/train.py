@@ -25,33 +25,27 @@ def train(cfg: DictConfig) -> float | None:
     """Train with the composed config; returns the best monitored score (for sweepers)."""
     # torch is imported here, not at module level, so `--help` and `--cfg job` stay instant.
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    from detect.cli import report
+    from detect.cli import run_hydra_job
     from detect.data.demo import prepare_demo_data
     from detect.engine import distributed
     from detect.engine.fit import fit
     from detect.engine.provenance import provenance
-    from detect.errors import DetectError, RunInterrupted
 
     hydra_cfg = HydraConfig.get()
     place = distributed.current()
     if not place.is_main:  # under torchrun rank 0 speaks for all: the others say only warnings and errors
         logging.getLogger("detect").setLevel(logging.WARNING)
-    try:
+
+    def work() -> float | None:
         prepare_demo_data(cfg.data, place)  # data=demo: generated here when missing (never while building)
         return fit(cfg, hydra_cfg.runtime.output_dir, provenance(hydra_cfg.overrides.task))
-    except RunInterrupted as err:  # Ctrl-C / SIGTERM: a sweep stops too
-        sys.exit(report(err))
-    except DetectError as err:
-        # A user-facing problem: one clear message, no traceback. The run dir records it as failed.
-        code = report(err)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return None  # this job is marked failed in its summary.json; the sweep goes on
-        sys.exit(code)
+
+    try:
+        # A failed run is marked failed in its summary.json; in a sweep the other jobs go on.
+        return run_hydra_job(work)
     finally:
         distributed.shutdown(place)
-
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
@@ -59,11 +53,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from detect.cli_help import print_help_and_exit
-    from detect.config_check import check_cli
+    from detect.cli import check_hydra_command_line
 
-    print_help_and_exit(sys.argv[1:], config_name="train")  # --help: our listing, 3x faster than Hydra's
-    check_cli(sys.argv[1:], config_name="train")  # unknown keys, wrong types, missing values: exit 2 before any run dir
+    check_hydra_command_line(sys.argv[1:], config_name="train")  # --help, and config errors: exit 2 before any run dir
     if os.environ.get("WORLD_SIZE", "1") != "1":  # started by torchrun: join the other processes first
         from detect.engine.distributed import init_from_env
 

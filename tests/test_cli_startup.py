@@ -104,9 +104,9 @@ def test_other_command_lines_go_to_hydra(argv):
     assert help_text(argv, "train") is None
 
 
-def test_an_unknown_option_prints_hydras_message_and_exits_1(capsys):
+def test_an_unknown_option_prints_hydras_message_and_exits_2(capsys):
     with pytest.raises(SystemExit) as exit:
         print_help_and_exit(["--help", "model=cascade_rcnnn"], "train")
-    assert exit.value.code == 1
+    assert exit.value.code == 2  # a config error, as in a run (detect/cli.py)
     err = capsys.readouterr().err
     assert "Could not find 'model/cascade_rcnnn'" in err and "cascade_rcnn" in err

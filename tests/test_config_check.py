@@ -112,26 +112,36 @@ def test_test_entry_point_values():
     assert find_problems(["run=outputs/x", "checkpoint=last", "data.root=/d", "tta=true"], "test") == []
 
 
-def test_ranges_the_trainer_and_detect_test_check_are_left_to_them():
-    # Trainer.check_runtime and detect.test's check_test_options name these (exit 1) before building anything.
-    assert find_problems(["runtime.eval_interval=0"], "train") == []
-    assert find_problems(["score_threshold=2", "max_detections=0"], "test") == []
-    # ... but their types and Enums are the schema's (detect/schemas.py), named here.
+def test_ranges_the_trainer_and_detect_test_check_again_are_named_before_any_run_dir():
+    # Trainer.check_runtime and detect.test's check_test_options check them again (a call without check_cli).
+    assert find_problems(["runtime.eval_interval=0"], "train") == [
+        "runtime.eval_interval=0 must be a whole number >= 1 (e.g. runtime.eval_interval=1)."]
+    assert find_problems(["score_threshold=2", "max_detections=0"], "test") == [
+        "score_threshold=2 must be a number in [0, 1] (e.g. score_threshold=0.05).",
+        "max_detections=0 must be a whole number >= 1 (e.g. max_detections=100).",
+    ]
+    # Their types and Enums are the schema's (detect/schemas.py), named here too.
     assert find_problems(["score_threshold=abc", "mode=submit"], "test") == [
         "score_threshold='abc' must be a number in [0, 1] (e.g. score_threshold=0.05).",
         "mode='submit' must be one of 'eval' or 'predict'.",
     ]
 
 
-@pytest.mark.parametrize("args", [
-    ["model=cascade_rcnnn"],  # Hydra lists the options itself
-    ["hydra.run.dirr=x"],  # hydra.* keys are Hydra's
-    ["~schedule.optimizer.momentumm"],  # a bad deletion: Hydra's message
-    ["schedule.lr=[1,"],  # a syntax error
-    ["--help", "schedule.lrr=1"], ["-c", "job"], ["--info"],
-    ["-sc", "install=bash"],
+@pytest.mark.parametrize("args,hydras_words", [
+    (["model=cascade_rcnnn"], "Could not find 'model/cascade_rcnnn'\n\nAvailable options in 'model':"),
+    (["hydra.run.dirr=x"], "Could not override 'hydra.run.dirr'."),  # hydra.* keys are Hydra's
+    (["~schedule.optimizer.momentumm"], "'schedule.optimizer.momentumm' does not exist"),  # a bad deletion
+    (["schedule.lr=[1,"], "no viable alternative at input '[1,'"),  # a syntax error
 ])
-def test_hydras_own_errors_and_flags_are_left_to_hydra(args):
+def test_hydras_own_errors_keep_hydras_words_but_exit_2_like_the_others(args, hydras_words):
+    problems = find_problems(args, "train")
+    assert len(problems) == 1 and hydras_words in problems[0] and "Config search path" not in problems[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["--help", "schedule.lrr=1"], ["-c", "job"], ["--info"], ["-sc", "install=bash"],
+])
+def test_hydras_flags_are_left_to_hydra(args):
     assert find_problems(args, "train") == []
 
 
@@ -149,7 +159,8 @@ def test_printing_the_config_is_checked_too_but_may_show_required_values():
 
 def test_an_unknown_group_option_keeps_hydras_list_of_options(tmp_path):
     proc = run_cli(["model=cascade_rcnnn", f"hydra.run.dir={tmp_path / 'run'}"])
-    assert proc.returncode == 1 and "Could not find 'model/cascade_rcnnn'" in proc.stderr
+    assert proc.returncode == 2 and "Could not find 'model/cascade_rcnnn'" in proc.stderr  # a config error
+    assert not (tmp_path / "run").exists()
     assert "Available options in 'model'" in proc.stderr and "cascade_rcnn" in proc.stderr
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detect.error_analysis import ERROR_RED, HEADER_HEIGHT, PALETTE, TICK_GREEN
 from detect.error_analysis import main as error_analysis
 from detect.evaluation.matching import match_image
 from detect.evaluation.submission import prediction_string, write_submission
+from detect.plots.errors import ERROR_RED, HEADER_HEIGHT, PALETTE, TICK_GREEN
 
 # One image with every kind of outcome. gt: A (class 0), B (class 1), C (class 0, missed).
 GT_BOXES = np.array([[10, 10, 50, 50], [100, 100, 150, 150], [200, 200, 240, 240]], float)
@@ -153,23 +153,25 @@ def test_images_by_file_name_id_or_base_name(data):
         assert png.size == (480, 320 + HEADER_HEIGHT)  # under the default --max-side 1024: kept as it is
 
 
-def test_predictions_of_unknown_images_and_missing_files_exit_2_with_one_line(data, capsys):
+def test_predictions_of_unknown_images_and_missing_files_exit_1_with_one_line(data, capsys):
     results = json.loads((data / "run" / "predictions.bbox.json").read_text())
     results.append({"image_id": 99, "category_id": 5, "score": 0.9, "bbox": [0, 0, 10, 10]})
     (data / "run" / "test_predictions.json").write_text(json.dumps(results))
-    assert run(data, "test_predictions.json") == 2
+    assert run(data, "test_predictions.json") == 1
     err = capsys.readouterr().err
     assert "image 99" in err and "--gt val.json" in err and "Traceback" not in err and len(err.splitlines()) == 1
     with (data / "run" / "submission.csv").open("a") as f:
         f.write('"0 0.9 1 1 5 5",test/0001.jpg\n')
-    assert run(data, "submission.csv") == 2
+    assert run(data, "submission.csv") == 1
     assert "'test/0001.jpg' is not a file_name of --gt val.json" in capsys.readouterr().err
-    assert run(data, "missing.json") == 2
+    assert run(data, "missing.json") == 1
     assert "does not exist" in capsys.readouterr().err
-    assert run(data, "predictions.bbox.json", "--images", "nope.jpg") == 2
+    assert run(data, "predictions.bbox.json", "--images", "nope.jpg") == 1
     assert "--images: nope.jpg" in capsys.readouterr().err
+    assert run(data, "predictions.bbox.json", "--iou", "0") == 2  # the command line itself: a usage error
+    assert capsys.readouterr().err.strip() == "error: --iou 0.0 must be in (0, 1]"
     (data / "val" / "one.jpg").unlink()
-    assert run(data, "predictions.bbox.json") == 2
+    assert run(data, "predictions.bbox.json") == 1
     assert "give --root" in capsys.readouterr().err
 
 

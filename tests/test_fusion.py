@@ -100,8 +100,9 @@ def test_ensemble_command_fuses_csv_and_json_inputs_and_scores_each_on_val(tmp_p
 def test_ensemble_names_a_bad_input(tmp_path, capsys):
     (tmp_path / "images.json").write_text(json.dumps(IMAGES))
     (tmp_path / "bad.csv").write_text("PredictionString,image_id\n,test/9.jpg\n")
+    # A bad input file is a failure of the work (exit 1); a bad command line a usage error (exit 2).
     assert ensemble_main([str(tmp_path / "bad.csv"), "--images", str(tmp_path / "images.json"),
-                          "--out", str(tmp_path / "o.csv")]) == 2
+                          "--out", str(tmp_path / "o.csv")]) == 1
     assert "bad.csv line 2: image_id 'test/9.jpg' is not a file_name" in capsys.readouterr().err
     assert ensemble_main([str(tmp_path / "bad.csv"), str(tmp_path / "bad.csv"), "--weights", "1",
                           "--images", str(tmp_path / "images.json"), "--out", str(tmp_path / "o.csv")]) == 2
@@ -146,20 +147,20 @@ def test_ensemble_never_overwrites_and_rejects_bad_labels_and_weights(tmp_path, 
     a.write_text("PredictionString,image_id\n0 0.9 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
     original = a.read_text()
     images = ["--images", str(tmp_path / "images.json")]
-    cases = [
-        ([str(a), *images, "--out", str(a)], "is one of the inputs"),
-        ([str(a), *images, "--out", str(tmp_path / "images.json")], "is one of the inputs"),
-        ([str(a), str(a), *images, "--weights", "0", "0", "--out", str(tmp_path / "o.csv")], "must all be > 0"),
-        ([str(a), str(a), *images, "--iou-thr", "2", "--out", str(tmp_path / "o.csv")], "iou_thr=2.0 must be in"),
-        ([str(tmp_path / "images.json"), *images, "--out", str(tmp_path / "o.csv")], "is not a COCO results file"),
+    cases = [  # (command line, exit code: 2 for the command line, 1 for an input file, message)
+        ([str(a), *images, "--out", str(a)], 2, "is one of the inputs"),
+        ([str(a), *images, "--out", str(tmp_path / "images.json")], 2, "is one of the inputs"),
+        ([str(a), str(a), *images, "--weights", "0", "0", "--out", str(tmp_path / "o.csv")], 2, "must all be > 0"),
+        ([str(a), str(a), *images, "--iou-thr", "2", "--out", str(tmp_path / "o.csv")], 2, "--iou-thr 2.0 must be in"),
+        ([str(tmp_path / "images.json"), *images, "--out", str(tmp_path / "o.csv")], 1, "is not a COCO results file"),
     ]
-    for args, message in cases:
-        assert ensemble_main(args) == 2, args
+    for args, code, message in cases:
+        assert ensemble_main(args) == code, args
         assert message in capsys.readouterr().err
     assert a.read_text() == original and not (tmp_path / "o.csv").exists()
     for label in ("-1", "2", "0.5"):
         (tmp_path / "bad.csv").write_text(f"PredictionString,image_id\n{label} 0.9 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
-        assert ensemble_main([str(tmp_path / "bad.csv"), *images, "--out", str(tmp_path / "o.csv")]) == 2
+        assert ensemble_main([str(tmp_path / "bad.csv"), *images, "--out", str(tmp_path / "o.csv")]) == 1
         assert f"bad.csv line 2: label {label} is not a class index (0..1)" in capsys.readouterr().err
     (tmp_path / "o.csv").write_text("mine")
     assert ensemble_main([str(a), *images, "--out", str(tmp_path / "o.csv")]) == 2

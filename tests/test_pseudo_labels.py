@@ -57,14 +57,15 @@ def test_merging_gives_fresh_ids_and_keeps_the_training_file(tmp_path):
 def test_wrong_inputs_are_named(tmp_path, capsys):
     write_inputs(tmp_path)
     args = [str(tmp_path / "sub.csv"), str(tmp_path / "test.json")]
-    assert pseudo_main([*args, "--out", str(tmp_path / "p.json")]) == 2  # test.json has no categories
+    # Exit 1 for what is wrong in an input file, 2 for what is wrong on the command line (detect/cli.py).
+    assert pseudo_main([*args, "--out", str(tmp_path / "p.json")]) == 1  # test.json has no categories
     assert "lists no categories: pass --categories train.json" in capsys.readouterr().err
     train = str(tmp_path / "train.json")
     assert pseudo_main([*args, "--merge-into", train, "--out", train]) == 2
     assert "is one of the inputs" in capsys.readouterr().err
     clash = {**TRAIN, "images": [*TRAIN["images"], {"id": 11, "file_name": "test/0.jpg", "width": 1, "height": 1}]}
     (tmp_path / "clash.json").write_text(json.dumps(clash))
-    assert pseudo_main([*args, "--merge-into", str(tmp_path / "clash.json"), "--out", str(tmp_path / "m.json")]) == 2
+    assert pseudo_main([*args, "--merge-into", str(tmp_path / "clash.json"), "--out", str(tmp_path / "m.json")]) == 1
     assert "already in the training file, e.g. test/0.jpg" in capsys.readouterr().err
     (tmp_path / "exists.json").write_text("{}")
     assert pseudo_main([*args, "--categories", train, "--out", str(tmp_path / "exists.json")]) == 2
@@ -75,9 +76,9 @@ def test_a_repeated_image_or_a_bad_label_is_refused(tmp_path, capsys):
     write_inputs(tmp_path)
     args = ["--categories", str(tmp_path / "train.json"), "--out", str(tmp_path / "p.json")]
     (tmp_path / "dup.csv").write_text(CSV + "0 0.9 1 1 5 5,test/0.jpg\n")
-    assert pseudo_main([str(tmp_path / "dup.csv"), str(tmp_path / "test.json"), *args]) == 2
+    assert pseudo_main([str(tmp_path / "dup.csv"), str(tmp_path / "test.json"), *args]) == 1
     assert "line 5: image_id 'test/0.jpg' again (first on line 2)" in capsys.readouterr().err
     (tmp_path / "label.csv").write_text("PredictionString,image_id\n2 0.9 1 1 5 5,test/0.jpg\n")
-    assert pseudo_main([str(tmp_path / "label.csv"), str(tmp_path / "test.json"), *args]) == 2
+    assert pseudo_main([str(tmp_path / "label.csv"), str(tmp_path / "test.json"), *args]) == 1
     assert "label 2 is not a class index (0..1)" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()

@@ -108,13 +108,15 @@ def test_predict_on_a_test_json_without_categories_keeps_empty_rows_and_original
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (["checkpoint=best"], "checkpoint=best needs run=<run dir>", 1),
+    # A file that is not there: a failure of the work, exit 1 (detect/cli.py).
     (["checkpoint=epoch_9"], "epoch_9.pth does not exist. Available in", 1),
-    # the schema (detect/schemas.py) rejects these before any work: a usage error, exit 2
-    (["mode=submit"], "mode='submit' must be one of 'eval' or 'predict'", 2),
+    # What is wrong with the command line or the config: exit 2, before any work.
+    (["checkpoint=best"], "checkpoint=best needs run=<run dir>", 2),
+    (["mode=submit"], "mode='submit' must be one of 'eval' or 'predict'", 2),  # the schema (detect/schemas.py)
     (["score_threshold=abc"], "score_threshold='abc' must be a number in [0, 1]", 2),
-    (["tta=true", "tta_scales=[0]"], "tta_scales=[0] must be a list of sizes in pixels", 1),
-    (["device=gpu"], "device=gpu is not a device: use auto, cpu, cuda or cuda:N", 1),
+    (["score_threshold=2"], "score_threshold=2 must be a number in [0, 1]", 2),  # the config check's range
+    (["tta=true", "tta_scales=[0]"], "tta_scales=[0] must be a list of sizes in pixels", 2),
+    (["device=gpu"], "device=gpu is not a device: use auto, cpu, cuda or cuda:N", 2),
 ])
 def test_wrong_test_arguments_are_named_and_leave_no_folder(trained_run, args, message, code):
     run_dir, _ = trained_run

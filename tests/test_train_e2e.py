@@ -205,16 +205,21 @@ def test_a_corrupt_image_read_in_a_loader_worker_is_named_without_a_traceback(ti
     assert "Cannot read image" in output and "train/" in output
 
 
-@pytest.mark.parametrize("extra,expected", [
-    (["schedule=1x", "schedule.optimizer._target_=torch.optim.Adam"], "'~schedule.optimizer.momentum'"),
-    (["runtime.eval_interval=0"], "runtime.eval_interval=0 must be a whole number >= 1"),
+@pytest.mark.parametrize("extra,expected,found_by_the_check", [
+    (["runtime.eval_interval=0"], "runtime.eval_interval=0 must be a whole number >= 1", True),
+    # Only building the optimizer can tell that Adam takes no momentum: found after the run dir exists.
+    (["schedule=1x", "schedule.optimizer._target_=torch.optim.Adam"], "'~schedule.optimizer.momentum'", False),
 ])
-def test_config_mistakes_stop_before_training_with_the_key_named(tiny_demo_root, tmp_path, extra, expected):
+def test_config_mistakes_stop_before_training_with_the_key_named(tiny_demo_root, tmp_path, extra, expected,
+                                                                 found_by_the_check):
     proc = run_cli(tiny_train_args(tiny_demo_root, tmp_path / "run", *extra))
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "Traceback" not in output and expected in output
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no training happened
+    assert proc.returncode == 2 and "Traceback" not in output and expected in output  # a config error
+    if found_by_the_check:
+        assert not (tmp_path / "run").exists()  # before Hydra made a run dir
+    else:
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+        assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no training happened
 
 
 def test_an_unknown_monitor_is_a_usage_error_before_any_run_folder(tiny_demo_root, tmp_path):

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detect.errors import ConfigError, RunFilesError
+from detect.errors import RunFilesError
 from detect.run import RunDir, RunSummary, read_metrics, read_summary
 from detect.run.paths import PLOTS_DIR, PREDICTIONS_FILE
 
@@ -48,8 +48,8 @@ def _load_json(path: Path) -> dict | list:
 
 def _run_summary(run: RunDir) -> RunSummary:
     if not run.root.is_dir():
-        raise ConfigError(f"run={run} is not a folder. Give a run directory: outputs/<member>/<run_name>/<time> "
-                          "(python -m detect.runs lists them).")
+        raise RunFilesError(f"run={run} is not a folder. Give a run directory: outputs/<member>/<run_name>/<time> "
+                            "(python -m detect.runs lists them).")
     try:
         summary = read_summary(run.summary_file)
     except RunFilesError as err:
@@ -57,8 +57,8 @@ def _run_summary(run: RunDir) -> RunSummary:
         return _no_summary()
     if summary is None:
         if not run.metrics_file.is_file():
-            raise ConfigError(f"run={run} holds neither {run.summary_file.name} nor {run.metrics_file.name}: it is "
-                              "not a run directory (python -m detect.runs lists them).")
+            raise RunFilesError(f"run={run} holds neither {run.summary_file.name} nor {run.metrics_file.name}: it "
+                                "is not a run directory (python -m detect.runs lists them).")
         return _no_summary()
     return summary
 

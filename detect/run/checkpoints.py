@@ -101,26 +101,29 @@ def find_checkpoint(run: str | None, checkpoint: str) -> Path:
     named = is_checkpoint_name(str(checkpoint))
     if run is None:
         path = Path(str(checkpoint)).expanduser()
-        if named or not path.is_file():
+        if named:  # the command line is incomplete (exit 2)
             raise ConfigError(f"checkpoint={checkpoint} needs run=<run dir>, or give the path of an existing .pth file "
                               f"(checkpoint=path/to/file.pth).")
+        if not path.is_file():  # a file that is not there (exit 1, as any missing input)
+            raise CheckpointError(f"checkpoint={checkpoint} does not exist: give the path of an existing .pth file, "
+                                  "or run=<run dir> with checkpoint=best|last|epoch_N.")
         return path
     run_dir = RunDir(Path(run))
     ckpt_dir = run_dir.checkpoints
     if not ckpt_dir.is_dir():
-        raise ConfigError(f"run={run} has no checkpoints/ folder: give a run directory "
-                          "(outputs/<member>/<run_name>/<time>) or checkpoint=<path>.pth without run.")
+        raise CheckpointError(f"run={run} has no checkpoints/ folder: give a run directory "
+                              "(outputs/<member>/<run_name>/<time>) or checkpoint=<path>.pth without run.")
     available = [p.name for p in run_dir.all_checkpoints()]
     if checkpoint == "best":
         best = run_dir.best_checkpoints()
         if len(best) == 1:
             return best[0]
         why = "none (the run never evaluated)" if not best else f"several: {[p.name for p in best]}"
-        raise ConfigError(f"checkpoint=best: {ckpt_dir} holds {why}. Name one: checkpoint=last, "
-                          f"checkpoint=epoch_N or a path. Available: {available}")
+        raise CheckpointError(f"checkpoint=best: {ckpt_dir} holds {why}. Name one: checkpoint=last, "
+                              f"checkpoint=epoch_N or a path. Available: {available}")
     path = ckpt_dir / f"{checkpoint}{CHECKPOINT_SUFFIX}" if named else Path(str(checkpoint)).expanduser()
     if not path.is_file():
-        raise ConfigError(f"checkpoint={checkpoint}: {path} does not exist. Available in {ckpt_dir}: {available}")
+        raise CheckpointError(f"checkpoint={checkpoint}: {path} does not exist. Available in {ckpt_dir}: {available}")
     return path
 
 

@@ -12,6 +12,11 @@
       plots/, report.md                           pictures and the one-page report
       test/<mode>_<time>/                         what detect.test writes for this run
 
+    <sweep dir>/  (a multirun: outputs/<member>/<run_name>/multirun_<time>/)
+      <job>/                                      one run dir per job (0, 1, ...)
+      sweep_summary.md, sweep_summary.json        every job's overrides, status and best score
+      cv_report.md, cv_report.json                folds' mean and std when jobs differ in data.fold only
+
 No other module names these files: they ask a `RunDir` (or a `TestDir`) for them. Imports nothing
 heavy (no torch): `detect.runs`, `detect.report` and the config resolvers use it too.
 """
@@ -35,6 +40,8 @@ PLOTS_DIR = "plots"
 REPORT_FILE = "report.md"
 TEST_DIR = "test"
 CHECKPOINT_SUFFIX = ".pth"
+SWEEP_SUMMARY = "sweep_summary"  # .md and .json
+CV_REPORT = "cv_report"  # .md and .json
 TEMP_SUFFIX = ".tmp"  # files are written to <name>.tmp and renamed into place
 
 _EPOCH_CHECKPOINT = re.compile(r"^epoch_(\d+)\.pth$")
@@ -193,6 +200,27 @@ class TestDir:
     def holds_results(self) -> bool:
         """Anything besides Hydra's own files and the log: a failed test leaves no folder behind otherwise."""
         return any(p.name not in (HYDRA_DIR, self.log_file.name) for p in self.root.iterdir())
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """A multirun's folder: one run dir per job, and the summaries detect.run.sweep_summary writes."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+
+    def job_dirs(self) -> list[Path]:
+        """The jobs' run dirs (those Hydra wrote a config into), in job order: 0, 1, ..., 10."""
+        jobs = [d for d in self.root.iterdir() if d.is_dir() and RunDir(d).hydra_dir.is_dir()]
+        return sorted(jobs, key=lambda d: (len(d.name), d.name))
+
+    def summary_file(self, suffix: str) -> Path:
+        return self.root / f"{SWEEP_SUMMARY}.{suffix}"
+
+    def cv_report_file(self, suffix: str) -> Path:
+        return self.root / f"{CV_REPORT}.{suffix}"
 
 
 def temporary_path(path: Path) -> Path:
