@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchvision.io import read_image
 
-from detect.browse import GRID_SPACING, class_colors
+from detect.plots.browse import GRID_SPACING, class_colors
 from tests.conftest import REPO, TINY
 from tests.test_cli_startup import run_module
 
