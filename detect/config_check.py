@@ -19,10 +19,10 @@ How: the config is composed with Hydra's compose API and the command line's own 
 sweep contributes its first value), so the keys of the chosen group options (`model=cascade_rcnn`,
 `experiment=...`) count. If that fails, it is composed again without the plain key overrides, and
 each of them is looked up and applied to it as Hydra would (OmegaConf.update): every unknown key and
-rejected value is named. If Hydra cannot compose the config for any other reason (an unknown group
-option, a bad `~key`, a syntax error), nothing is reported here: Hydra runs and says it in its own
-words. `+key=value` (add), `++key`, `~key` (delete), `hydra.*` keys and group selections are not
-checked here. Open sections (model, schedule.optimizer, schedule.lr_scheduler) take any key of
+rejected value is named. If Hydra cannot compose the config for another reason (an unknown group
+option, a bad `~key`, an unknown `hydra.*` key, a syntax error), Hydra's own words are the message,
+with exit status 2 all the same (its "Config search path" lines left out). `+key=value` (add),
+`++key`, `~key` (delete), `hydra.*` keys and group selections get no "did you mean" here. Open sections (model, schedule.optimizer, schedule.lr_scheduler) take any key of
 their `_target_`: only the keys they already have are known.
 
 With `--cfg job|hydra|all` the same check runs, less the required values (printing a config that
@@ -51,7 +51,7 @@ from detect import schemas
 from detect.schemas import MONITOR_METRICS, PROGRESS_MODES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-EXIT_CODE = 2  # a usage error, as argparse's; errors found while running exit with 1
+EXIT_CODE = 2  # a config error (detect/cli.py); errors found while the work runs exit with 1
 _ABSENT = object()
 
 
