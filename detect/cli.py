@@ -87,6 +87,17 @@ def check_hydra_command_line(argv: Sequence[str], config_name: str) -> None:
     check_cli(argv, config_name=config_name)
 
 
+def or_exit(work: Callable[[], T]) -> T:
+    """work(), or its DetectError said in one line on stderr and the process ended with its exit code:
+    for what a Hydra command settles before Hydra starts (nothing is logged to a file yet)."""
+    try:
+        return work()
+    except (DetectError, KeyboardInterrupt) as err:
+        print("Interrupted." if isinstance(err, KeyboardInterrupt) else user_message(err), file=sys.stderr,
+              flush=True)
+        sys.exit(exit_code_of(err))
+
+
 def run_hydra_job(work: Callable[[], T], on_failure: Callable[[], None] | None = None) -> T | None:
     """The body of a Hydra command's job under the rules above: the message goes through the `detect`
     logger (so it is in the job's log file too). In a multirun (-m) a failed job returns None and the

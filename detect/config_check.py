@@ -22,8 +22,9 @@ each of them is looked up and applied to it as Hydra would (OmegaConf.update): e
 rejected value is named. If Hydra cannot compose the config for another reason (an unknown group
 option, a bad `~key`, an unknown `hydra.*` key, a syntax error), Hydra's own words are the message,
 with exit status 2 all the same (its "Config search path" lines left out). `+key=value` (add),
-`++key`, `~key` (delete), `hydra.*` keys and group selections get no "did you mean" here. Open sections (model, schedule.optimizer, schedule.lr_scheduler) take any key of
-their `_target_`: only the keys they already have are known.
+`++key`, `~key` (delete), `hydra.*` keys and group selections get no "did you mean" here. Open
+sections (model, schedule.optimizer, schedule.lr_scheduler) take any key of their `_target_`: only
+the keys they already have are known.
 
 With `--cfg job|hydra|all` the same check runs, less the required values (printing a config that
 still has a `???` is fine). It is skipped for `--help`, `--info`, shell completion and every other

@@ -39,7 +39,8 @@ def train(cfg: DictConfig) -> float | None:
 
     def work() -> float | None:
         prepare_demo_data(cfg.data, place)  # data=demo: generated here when missing (never while building)
-        return fit(cfg, hydra_cfg.runtime.output_dir, provenance(hydra_cfg.overrides.task))
+        run_dir = distributed.from_main(hydra_cfg.runtime.output_dir, place)  # the folder rank 0 claimed
+        return fit(cfg, run_dir, provenance(hydra_cfg.overrides.task))
 
     try:
         # A failed run is marked failed in its summary.json; in a sweep the other jobs go on.
@@ -53,11 +54,16 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from detect.cli import check_hydra_command_line
+    from detect.cli import check_hydra_command_line, or_exit
 
     check_hydra_command_line(sys.argv[1:], config_name="train")  # --help, and config errors: exit 2 before any run dir
     if os.environ.get("WORLD_SIZE", "1") != "1":  # started by torchrun: join the other processes first
         from detect.engine.distributed import init_from_env
 
         sys.argv += init_from_env(sys.argv[1:])
+    if os.environ.get("RANK", "0") == "0":  # rank 0 decides the folder; train() tells the others
+        from detect.run.launch import prepare_single_run
+
+        # A folder of this run's own: claimed for a new run; for a resume, free and of the same config.
+        sys.argv += or_exit(lambda: prepare_single_run(sys.argv[1:]))
     main()

@@ -85,6 +85,15 @@ def device_for(place: Dist, device: torch.device) -> torch.device:
     return device
 
 
+def from_main(obj, place: Dist):
+    """Rank 0's `obj` on every process (the run folder rank 0 claimed); `obj` itself without torchrun."""
+    if not place.enabled:
+        return obj
+    box = [obj if place.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_lists(items: list, place: Dist) -> list | None:
     """Concatenate every process's list on rank 0 (rank order); None on the other ranks."""
     if not place.enabled:

@@ -34,6 +34,7 @@ from detect.errors import CheckpointError, ConfigError, RunInterrupted
 from detect.evaluation.coco_metrics import SUMMARY_KEYS
 from detect.run import MetricsLog, RunDir, RunSummary, Status, SummaryFile
 from detect.run.checkpoints import CheckpointManager, load_checkpoint, load_model_weights
+from detect.run.lock import RunLock
 from detect.run.resume import AUTO, checkpoint_to_resume
 
 log = logging.getLogger("detect")
@@ -47,9 +48,15 @@ def fit(cfg: DictConfig, run_dir: str | Path, provenance: dict | None = None,
     progress = resolve_mode(str(cfg.runtime.get("progress", "auto")), place.is_main)
     # With a progress bar, log lines are printed above it rather than through it.
     bars = terminal_logging_above_bars() if progress == "bar" else contextlib.nullcontext()
-    with StopRequest() as stop, bars:
-        trainer = prepare(cfg, RunDir(run_dir), provenance or {}, stop, progress, extra_hooks or [])
-        return trainer.train()
+    run = RunDir(run_dir)
+    lock = RunLock(run, enabled=place.is_main)
+    lock.acquire()  # one writer per run folder: refused (nothing written) while another process trains here
+    try:
+        with StopRequest() as stop, bars:
+            trainer = prepare(cfg, run, provenance or {}, stop, progress, extra_hooks or [])
+            return trainer.train()
+    finally:
+        lock.release()
 
 
 def prepare(cfg: DictConfig, run: RunDir, provenance: dict, stop: StopRequest, progress: str,

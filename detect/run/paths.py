@@ -11,6 +11,8 @@
       val_predictions.bbox.json                   the best epoch's detections on the val split
       plots/, report.md                           pictures and the one-page report
       test/<mode>_<time>/                         what detect.test writes for this run
+      .lock                                       held while a process writes the run (detect.run.lock)
+      .hydra/resumed_<time>/                      the config and command line of each in-place resume
 
     <sweep dir>/  (a multirun: outputs/<member>/<run_name>/multirun_<time>/)
       <job>/                                      one run dir per job (0, 1, ...)
@@ -42,6 +44,8 @@ TEST_DIR = "test"
 CHECKPOINT_SUFFIX = ".pth"
 SWEEP_SUMMARY = "sweep_summary"  # .md and .json
 CV_REPORT = "cv_report"  # .md and .json
+LOCK_FILE = ".lock"
+RESUMED_PREFIX = "resumed_"  # .hydra/resumed_<time>/: Hydra's files of an in-place resume (the originals stay)
 TEMP_SUFFIX = ".tmp"  # files are written to <name>.tmp and renamed into place
 
 _EPOCH_CHECKPOINT = re.compile(r"^epoch_(\d+)\.pth$")
@@ -96,6 +100,18 @@ class RunDir:
     @property
     def train_log(self) -> Path:
         return self.root / TRAIN_LOG
+
+    def resumed_hydra_subdir(self, stamp: str) -> str:
+        """hydra.output_subdir of an in-place resume: its config and command line beside the originals."""
+        return f"{HYDRA_DIR}/{RESUMED_PREFIX}{stamp}"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def holds_a_run(self) -> bool:
+        """Whether a training ever started here (Hydra's config or the trainer's summary is there)."""
+        return self.config_file.is_file() or self.summary_file.is_file()
 
     # --- files the trainer writes
     @property

@@ -1,0 +1,104 @@
+"""What detect.train settles before Hydra starts a single run, so that Hydra never writes into a folder
+that belongs to another run (Hydra writes `.hydra/config.yaml`, `overrides.yaml` and appends to
+`train.log` before any code of ours runs):
+
+- a new run: from here on its folder is created exclusively when Hydra names it (see
+  `detect.run.resume.claim_new_folders`): two launches in the same second get two folders;
+- `hydra.run.dir=X` naming a folder that already holds a run, without resuming it: refused;
+- an in-place resume (`runtime.resume_from=<run dir>|auto`): refused while another process writes
+  that run (its `.lock`), and refused when the config differs from the run's own in a key that
+  changes the result (the keys are named, and `runtime.load_from` is the way to start a new run from
+  those weights). A run folder describes one config, so its numbers stay attributable. What may
+  differ is how it runs: RUNTIME_KEYS_A_RESUME_MAY_CHANGE. The run's original `.hydra/` files stay as
+  they are: Hydra writes the resume's own into `.hydra/resumed_<time>/`.
+
+A refusal changes nothing on disk. Composing costs about 0.2 s and imports no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from detect.errors import UsageError
+from detect.run.lock import RunLock
+from detect.run.paths import RunDir
+from detect.run.resume import RESUME_KEY, _value, claim_new_folders
+
+# How a run is executed, not what it computes: a resume may change these.
+RUNTIME_KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.workers", "runtime.threads",
+                                    "runtime.pin_memory", "runtime.progress", "runtime.log_interval",
+                                    "runtime.wandb")
+RUN_DIR_OVERRIDE = "hydra.run.dir="
+_lock: RunLock | None = None  # held from here to the end of the process's training (fit takes it over)
+
+
+def flat(node, prefix: str = "") -> dict:
+    """{"a.b": leaf} of a plain container; lists are leaves."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def changed_keys(saved: dict, now: dict) -> list[str]:
+    """`key: saved -> now` for keys both configs have whose values differ (as written: interpolations
+    unresolved), the keys a resume may change left out. Keys only one side has are left out too: they
+    come from a newer or older detect, not from the command line."""
+    a, b = flat(saved), flat(now)
+    allowed = RUNTIME_KEYS_A_RESUME_MAY_CHANGE
+    return [f"{key}: {a[key]!r} -> {b[key]!r}" for key in sorted(a.keys() & b.keys())
+            if a[key] != b[key] and not any(key == k or key.startswith(k + ".") for k in allowed)]
+
+
+def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_dir: Path | None = None) -> list[str]:
+    """Settle the folder of the run this command line starts; return the overrides to add (for an
+    in-place resume, where Hydra writes its files). Does nothing for -m, --cfg and other flags."""
+    global _lock
+    overrides = [a for a in argv if not a.startswith("-")]
+    if len(overrides) != len(argv):  # -m (each job settles in fit), --cfg, --info, ...: not a single run
+        return []
+    cfg = _compose(config_name, overrides, config_dir)
+    target = RunDir(Path(str(OmegaConf.select(cfg, "hydra.run.dir"))))
+    resume = _value(OmegaConf.select(cfg, RESUME_KEY))
+    named = any(a.startswith(RUN_DIR_OVERRIDE) for a in overrides)
+    if not target.holds_a_run():
+        if named:  # the user's own folder: take it now, before Hydra writes there
+            _lock = RunLock(target)
+            _lock.acquire()
+        claim_new_folders()
+        return []
+    if not resume or (named and not _resumes_in_place(resume, target)):
+        raise UsageError(f"hydra.run.dir={target} already holds a run; a new run never writes into another's "
+                         f"folder. Choose another folder, or continue that run with {RESUME_KEY}={target}.")
+    _lock = RunLock(target)
+    _lock.acquire()  # refused while another process trains there
+    saved = yaml.safe_load(target.config_file.read_text()) if target.config_file.is_file() else None
+    now = OmegaConf.to_container(cfg, resolve=False)
+    now.pop("hydra", None)
+    changed = changed_keys(saved or {}, now)
+    if changed:
+        _lock.release()
+        raise UsageError(
+            f"{RESUME_KEY} would continue {target} with another config: " + "; ".join(changed) + ". A run folder "
+            f"holds one config. To train on from its weights with these settings, start a new run with "
+            f"runtime.load_from={target.last_checkpoint}; to continue the run itself, drop those overrides.")
+    return [f"hydra.output_subdir={target.resumed_hydra_subdir(time.strftime('%Y-%m-%d_%H-%M-%S'))}"]
+
+
+def _resumes_in_place(resume: str, target: RunDir) -> bool:
+    """Whether resume_from names the folder hydra.run.dir names (the run itself, its checkpoints/ or last.pth)."""
+    path = Path(resume).expanduser().resolve()
+    return target.root.resolve() in (path, path.parent, path.parent.parent)
+
+
+def _compose(config_name: str, overrides: list[str], config_dir: Path | None) -> DictConfig:
+    from detect.cli_help import CONF_DIR, compose_with_hydra
+
+    return compose_with_hydra(config_name, overrides, config_dir or CONF_DIR)
