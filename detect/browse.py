@@ -48,8 +48,14 @@ def main(cfg: DictConfig) -> None:
     run_hydra_job(lambda: browse(cfg))
 
 
-if __name__ == "__main__":
+def start(argv: list[str]) -> None:
     from detect.cli import check_hydra_command_line
 
-    check_hydra_command_line(sys.argv[1:], config_name="browse")  # --help, and config errors: exit 2 before any folder
+    check_hydra_command_line(argv, config_name="browse")  # --help, and config errors: exit 2 before any folder
     main()
+
+
+if __name__ == "__main__":
+    from detect.cli import or_exit
+
+    or_exit(lambda: start(sys.argv[1:]))  # Ctrl-C while starting up: one line, exit 130

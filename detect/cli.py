@@ -35,7 +35,12 @@ T = TypeVar("T")
 
 def user_message(err: BaseException) -> str:
     """The error's own words. An error raised in a DataLoader worker comes back with the worker's
-    traceback folded into its text; keep only the original message line."""
+    traceback folded into its text; keep only the original message line. A file-system error that
+    reached the command (a read-only or full disk, a path too long) names the path and the cause."""
+    if isinstance(err, OSError) and not isinstance(err, DetectError):
+        where = f" {err.filename}" if err.filename else ""
+        return (f"Could not write or read{where}: {err.strerror or err}. Check that the folder exists, is writable "
+                "and has free space (or choose another output folder).")
     text = str(err)
     if "Original Traceback" in text:
         text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
@@ -43,6 +48,7 @@ def user_message(err: BaseException) -> str:
 
 
 def exit_code_of(err: BaseException) -> int:
+    """1 for DetectErrors of the work and for OSError (the file system failed the work)."""
     if isinstance(err, RunInterrupted):
         return err.exit_code
     if isinstance(err, KeyboardInterrupt):
@@ -71,20 +77,24 @@ def run_command(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(main(list(sys.argv[1:] if argv is None else argv)) or EXIT_OK)
-    except (DetectError, KeyboardInterrupt) as err:
+    except (DetectError, OSError, KeyboardInterrupt) as err:
         code = exit_code_of(err)
         print("Interrupted." if isinstance(err, KeyboardInterrupt) else f"error: {user_message(err)}",
               file=sys.stderr, flush=True)
         return code
 
-def check_hydra_command_line(argv: Sequence[str], config_name: str) -> None:
-    """Before Hydra starts a train/test/browse command: answer `--help` ourselves (fast, no torch)
-    and find config errors (unknown keys, wrong values, missing options): exit 2 before any run dir."""
+def check_hydra_command_line(argv: Sequence[str], config_name: str, check_output: bool = True) -> None:
+    """Before Hydra starts a train/test/browse command: answer `--help` ourselves (fast, no torch),
+    find config errors (unknown keys, wrong values, missing options: exit 2) and check that the output
+    folder can be written (exit 1), before any folder exists."""
     from detect.cli_help import print_help_and_exit
     from detect.config_check import check_cli
+    from detect.run.launch import check_output_folder
 
     print_help_and_exit(argv, config_name=config_name)
     check_cli(argv, config_name=config_name)
+    if check_output:  # detect.train checks its folder while it settles it (detect.run.launch.prepare_single_run)
+        or_exit(lambda: check_output_folder(argv, config_name))
 
 
 def or_exit(work: Callable[[], T]) -> T:
@@ -92,7 +102,7 @@ def or_exit(work: Callable[[], T]) -> T:
     for what a Hydra command settles before Hydra starts (nothing is logged to a file yet)."""
     try:
         return work()
-    except (DetectError, KeyboardInterrupt) as err:
+    except (DetectError, OSError, KeyboardInterrupt) as err:
         print("Interrupted." if isinstance(err, KeyboardInterrupt) else user_message(err), file=sys.stderr,
               flush=True)
         sys.exit(exit_code_of(err))
@@ -101,12 +111,16 @@ def or_exit(work: Callable[[], T]) -> T:
 def run_hydra_job(work: Callable[[], T], on_failure: Callable[[], None] | None = None) -> T | None:
     """The body of a Hydra command's job under the rules above: the message goes through the `detect`
     logger (so it is in the job's log file too). In a multirun (-m) a failed job returns None and the
-    sweep goes on; an interruption stops the sweep. `on_failure` tidies up (e.g. an empty folder)."""
+    sweep goes on; an interruption stops the sweep. `on_failure` tidies up (e.g. an empty folder) after
+    a failure or an interruption."""
     try:
         return work()
     except (RunInterrupted, KeyboardInterrupt) as err:
-        sys.exit(report(err))
-    except DetectError as err:
+        code = report(err)
+        if on_failure is not None:
+            on_failure()
+        sys.exit(code)
+    except (DetectError, OSError) as err:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -116,7 +130,6 @@ def run_hydra_job(work: Callable[[], T], on_failure: Callable[[], None] | None =
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             return None
         sys.exit(code)
-
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors: `--iou 2` raises UsageError("--iou must be in (0, 1] (see

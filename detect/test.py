@@ -46,8 +46,14 @@ def main(cfg: DictConfig) -> None:
     run_hydra_job(lambda: run_test(cfg, out_dir.root), on_failure=remove_empty_folder)
 
 
-if __name__ == "__main__":
+def start(argv: list[str]) -> None:
     from detect.cli import check_hydra_command_line
 
-    check_hydra_command_line(sys.argv[1:], config_name="test")  # --help, and config errors: exit 2 before any folder
+    check_hydra_command_line(argv, config_name="test")  # --help, and config errors: exit 2 before any folder
     main()
+
+
+if __name__ == "__main__":
+    from detect.cli import or_exit
+
+    or_exit(lambda: start(sys.argv[1:]))  # Ctrl-C while starting up: one line, exit 130

@@ -36,25 +36,41 @@ def save_checkpoint(state: dict, path: Path) -> bool:
     next checkpoint. A write that fails all the same (disk full meanwhile) leaves no partial file
     and raises CheckpointError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"Could not create {path.parent} ({err.strerror or err}): make the output folder "
+                              "writable, or train with hydra.run.dir=<a writable folder>.") from None
     sizes = [p.stat().st_size for p in path.parent.glob(f"*{CHECKPOINT_SUFFIX}")]
-    if sizes:
-        needed, free = max(sizes) * SPACE_MARGIN, shutil.disk_usage(path.parent).free
-        if free < needed:
-            log.warning("Only %.0f MB free in %s; %s needs about %.0f MB. Not written: the previous checkpoints stay. "
-                        "Free some space (the run tries again at the next checkpoint).", free / 1e6, path.parent,
-                        path.name, needed / 1e6)
-            return False
+    # The first checkpoint has no predecessor to measure: the tensors' own size stands in.
+    needed, free = (max(sizes) if sizes else tensor_bytes(state)) * SPACE_MARGIN, shutil.disk_usage(path.parent).free
+    if free < needed:
+        log.warning("Only %.0f MB free in %s; %s needs about %.0f MB. Not written: the previous checkpoints stay. "
+                    "Free some space (the run tries again at the next checkpoint).", free / 1e6, path.parent,
+                    path.name, needed / 1e6)
+        return False
     tmp = temporary_path(path)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"Could not write {path} ({err}); no partial file was left and the previous checkpoints "
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[-1]
+        raise CheckpointError(f"Could not write {path} ({why}); no partial file was left and the previous checkpoints "
                               f"are intact. Free space in {path.parent}, then resume with "
-                              f"runtime.resume_from={path.parent.parent}.") from err
+                              f"runtime.resume_from={path.parent.parent}.") from None
     return True
+
+
+def tensor_bytes(state) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about the size torch.save writes."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_bytes(v) for v in state)
+    return 0
 
 
 def load_checkpoint(path: str | Path) -> dict:

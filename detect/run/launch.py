@@ -13,10 +13,15 @@ that belongs to another run (Hydra writes `.hydra/config.yaml`, `overrides.yaml`
   they are: Hydra writes the resume's own into `.hydra/resumed_<time>/`.
 
 A refusal changes nothing on disk. Composing costs about 0.2 s and imports no torch.
+
+`check_output_folder` (every Hydra command, before Hydra creates its folder): the output folder can be
+created, so a read-only or over-long path gives one message instead of Hydra's traceback.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +29,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from detect.errors import UsageError
+from detect.errors import RunFilesError, UsageError
 from detect.run.lock import RunLock
 from detect.run.paths import RunDir
 from detect.run.resume import RESUME_KEY, _value, claim_new_folders
@@ -34,6 +39,7 @@ RUNTIME_KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.worke
                                     "runtime.pin_memory", "runtime.progress", "runtime.log_interval",
                                     "runtime.wandb")
 RUN_DIR_OVERRIDE = "hydra.run.dir="
+NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, NTFS, APFS)
 _lock: RunLock | None = None  # held from here to the end of the process's training (fit takes it over)
 
 
@@ -66,6 +72,7 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
         return []
     cfg = _compose(config_name, overrides, config_dir)
     target = RunDir(Path(str(OmegaConf.select(cfg, "hydra.run.dir"))))
+    check_writable_folder(target.root)
     resume = _value(OmegaConf.select(cfg, RESUME_KEY))
     named = any(a.startswith(RUN_DIR_OVERRIDE) for a in overrides)
     if not target.holds_a_run():
@@ -90,6 +97,42 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
             f"holds one config. To train on from its weights with these settings, start a new run with "
             f"runtime.load_from={target.last_checkpoint}; to continue the run itself, drop those overrides.")
     return [f"hydra.output_subdir={target.resumed_hydra_subdir(time.strftime('%Y-%m-%d_%H-%M-%S'))}"]
+
+
+def release_start_lock() -> None:
+    """Give up the lock taken at start-up (a run that failed before the trainer took it over)."""
+    if _lock is not None:
+        _lock.release()
+
+
+def check_output_folder(argv: Sequence[str], config_name: str, config_dir: Path | None = None) -> None:
+    """Raise UsageError for a folder name too long for the file system, RunFilesError when the folder
+    cannot be created (a read-only place, a file where a folder should be). Nothing for flags."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    if len(overrides) != len(argv):
+        return
+    cfg = _compose(config_name, overrides, config_dir)
+    key = "out" if config_name == "browse" else "hydra.run.dir"  # the key a user of that command sets
+    check_writable_folder(Path(str(OmegaConf.select(cfg, "hydra.run.dir"))), key)
+
+
+def check_writable_folder(folder: Path, key: str = "hydra.run.dir") -> None:
+    """See check_output_folder. Probes by creating (and removing) an empty folder where the output
+    folder would be made: permission bits do not tell (root, read-only mounts)."""
+    for part in folder.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise UsageError(f"{key}: the folder name {part[:40]}... is {len(part.encode())} bytes; file systems "
+                             f"allow {NAME_MAX}. Shorten run_name (or the experiment's name).")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunFilesError(f"{key}={folder}: {existing} is a file, not a folder. Choose another output folder.")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".detect_probe_", dir=existing))
+    except OSError as err:
+        raise RunFilesError(f"Cannot create {folder}: {existing} is not writable ({err.strerror}). Run from a "
+                            f"writable folder, or set {key}=<a writable folder>.") from None
 
 
 def _resumes_in_place(resume: str, target: RunDir) -> bool:

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detect.errors import RunFilesError
 from detect.run.paths import temporary_path
 
 
@@ -22,11 +23,23 @@ def json_safe(value):
     return value
 
 
+def write_failure(path: Path, err: OSError) -> RunFilesError:
+    """One message for a write that failed: the path, the cause, and what to do."""
+    why = err.strerror or str(err)
+    return RunFilesError(f"Could not write {path} ({why}). Free space or make the folder writable; the files written "
+                         "before are intact.")
+
+
 def write_json_atomic(path: Path, data: dict | list, indent: int | None = 2) -> None:
-    """Write `data` as strict JSON through a temporary file, so a reader sees the old or the new file."""
+    """Write `data` as strict JSON through a temporary file, so a reader sees the old or the new file.
+    A failed write (disk full, read-only folder) leaves the old file and no temporary one behind."""
     tmp = temporary_path(path)
-    tmp.write_text(json.dumps(json_safe(data), indent=indent) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(json_safe(data), indent=indent) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(path, err) from None
 
 
 class MetricsLog:
@@ -40,8 +53,11 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(json_safe(record)) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(json_safe(record)) + "\n")
+        except OSError as err:
+            raise write_failure(self.path, err) from None
 
 
 @dataclass
