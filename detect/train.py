@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 
 import hydra
@@ -44,19 +43,14 @@ def train(cfg: DictConfig) -> float | None:
         if not place.is_main:  # under torchrun rank 0 speaks for all: the others say only warnings and errors
             logging.getLogger("detect").setLevel(logging.WARNING)
         prepare_demo_data(cfg.data, place)  # data=demo: generated here when missing (never while building)
-        run_dir = distributed.from_main(hydra_cfg.runtime.output_dir, place)  # the folder rank 0 claimed
-        return fit(cfg, run_dir, provenance(hydra_cfg.overrides.task))
+        return fit(cfg, hydra_cfg.runtime.output_dir, provenance(hydra_cfg.overrides.task))
 
     def tidy_up() -> None:
         """A run stopped before the trainer wrote anything (Ctrl-C while starting up) leaves no folder."""
-        from detect.run import RunDir
-        from detect.run.launch import release_start_lock
+        from detect.run.launch import release_start_lock, remove_unused_folder
 
         release_start_lock()
-        run = RunDir(hydra_cfg.runtime.output_dir)
-        is_main = os.environ.get("RANK", "0") == "0"
-        if is_main and not run.summary_file.exists() and not run.has_checkpoints():
-            shutil.rmtree(run.root, ignore_errors=True)
+        remove_unused_folder(hydra_cfg.runtime.output_dir)
 
     try:
         # A failed run is marked failed in its summary.json; in a sweep the other jobs go on.
@@ -76,18 +70,30 @@ def main(cfg: DictConfig) -> float | None:
 def start(argv: list[str]) -> None:
     """Check the command line, settle the run's folder, then let Hydra run `main`."""
     from detect.cli import check_hydra_command_line, or_exit
+    from detect.run import launch
 
     check_hydra_command_line(argv, config_name="train", check_output=False)  # --help; config errors: exit 2
-    if os.environ.get("WORLD_SIZE", "1") != "1":  # started by torchrun: join the other processes first
+    torchrun = os.environ.get("WORLD_SIZE", "1") != "1"
+    if torchrun:  # join the other processes first
         from detect.engine.distributed import init_from_env
 
         sys.argv += init_from_env(argv)
-    if os.environ.get("RANK", "0") == "0":  # rank 0 decides the folder; train() tells the others
-        from detect.run.launch import prepare_single_run
+    # A folder of this run's own, settled by rank 0: claimed for a new run; for a resume, free and of
+    # the same config. Under torchrun every process then names the folder rank 0 claimed.
+    extra = or_exit(lambda: launch.prepare_single_run(argv)) if os.environ.get("RANK", "0") == "0" else None
+    if torchrun:
+        from detect.engine import distributed
 
-        # A folder of this run's own: claimed for a new run; for a resume, free and of the same config.
-        sys.argv += or_exit(lambda: prepare_single_run(argv))
-    main()
+        extra = distributed.from_main(extra, distributed.current())
+        if os.environ.get("RANK", "0") != "0":
+            extra = [o for o in extra if o.startswith(launch.RUN_DIR_OVERRIDE)]
+    sys.argv += extra
+    try:
+        main()
+    except KeyboardInterrupt:  # before the job started (or between Hydra's steps): no empty folder left
+        launch.release_start_lock()
+        launch.remove_unused_folder(launch.created_folder() or "")
+        raise
 
 
 if __name__ == "__main__":

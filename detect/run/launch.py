@@ -2,8 +2,8 @@
 that belongs to another run (Hydra writes `.hydra/config.yaml`, `overrides.yaml` and appends to
 `train.log` before any code of ours runs):
 
-- a new run: from here on its folder is created exclusively when Hydra names it (see
-  `detect.run.resume.claim_new_folders`): two launches in the same second get two folders;
+- a new run: its folder is created here with an exclusive mkdir and given to Hydra as hydra.run.dir;
+  when another launch took `<time>` in the same second, this one gets `<time>_2` (then `_3`, ...);
 - `hydra.run.dir=X` naming a folder that already holds a run, without resuming it: refused;
 - an in-place resume (`runtime.resume_from=<run dir>|auto`): refused while another process writes
   that run (its `.lock`), and refused when the config differs from the run's own in a key that
@@ -21,6 +21,8 @@ created, so a read-only or over-long path gives one message instead of Hydra's t
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from detect.errors import RunFilesError, UsageError
 from detect.run.lock import RunLock
 from detect.run.paths import RunDir
-from detect.run.resume import RESUME_KEY, _value, claim_new_folders
+from detect.run.resume import RESUME_KEY, _value
 
 # How a run is executed, not what it computes: a resume may change these.
 RUNTIME_KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.workers", "runtime.threads",
@@ -41,6 +43,7 @@ RUNTIME_KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.worke
 RUN_DIR_OVERRIDE = "hydra.run.dir="
 NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, NTFS, APFS)
 _lock: RunLock | None = None  # held from here to the end of the process's training (fit takes it over)
+_created: Path | None = None  # the folder this process created for its run (removed if nothing is written there)
 
 
 def flat(node, prefix: str = "") -> dict:
@@ -64,9 +67,10 @@ def changed_keys(saved: dict, now: dict) -> list[str]:
 
 
 def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_dir: Path | None = None) -> list[str]:
-    """Settle the folder of the run this command line starts; return the overrides to add (for an
-    in-place resume, where Hydra writes its files). Does nothing for -m, --cfg and other flags."""
-    global _lock
+    """Settle the folder of the run this command line starts; return the overrides to add: the new
+    folder (hydra.run.dir), or for an in-place resume where Hydra writes its files. Does nothing for
+    -m, --cfg and other flags."""
+    global _lock, _created
     overrides = [a for a in argv if not a.startswith("-")]
     if len(overrides) != len(argv):  # -m (each job settles in fit), --cfg, --info, ...: not a single run
         return []
@@ -77,10 +81,12 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
     named = any(a.startswith(RUN_DIR_OVERRIDE) for a in overrides)
     if not target.holds_a_run():
         if named:  # the user's own folder: take it now, before Hydra writes there
+            _created = None if target.root.exists() else target.root
             _lock = RunLock(target)
             _lock.acquire()
-        claim_new_folders()
-        return []
+            return []
+        _created = claim_new_folder(target.root)
+        return [RUN_DIR_OVERRIDE + override_value(str(_created))]
     if not resume or (named and not _resumes_in_place(resume, target)):
         raise UsageError(f"hydra.run.dir={target} already holds a run; a new run never writes into another's "
                          f"folder. Choose another folder, or continue that run with {RESUME_KEY}={target}.")
@@ -97,6 +103,41 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
             f"holds one config. To train on from its weights with these settings, start a new run with "
             f"runtime.load_from={target.last_checkpoint}; to continue the run itself, drop those overrides.")
     return [f"hydra.output_subdir={target.resumed_hydra_subdir(time.strftime('%Y-%m-%d_%H-%M-%S'))}"]
+
+
+def claim_new_folder(folder: Path) -> Path:
+    """`folder`, created now; `folder_2`, `folder_3`, ... when another process created it first."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = folder, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = folder.with_name(f"{folder.name}_{n}")
+
+
+def override_value(text: str) -> str:
+    """`text` as a Hydra override value: as it is when plain, else quoted (spaces, commas, brackets, ...)."""
+    if re.fullmatch(r"[\w./~+-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def remove_unused_folder(folder: str | Path) -> None:
+    """Remove a run folder the run never wrote into (no summary.json, no checkpoints: Hydra's files at
+    most), after a Ctrl-C or failure while starting up. A folder this process did not create for a
+    new run (a resume's, a user's own) is kept."""
+    run = RunDir(Path(folder))
+    if _created is None or run.root.resolve() != _created.resolve():
+        return
+    if not run.summary_file.exists() and not run.has_checkpoints():
+        shutil.rmtree(run.root, ignore_errors=True)
+
+
+def created_folder() -> Path | None:
+    return _created
 
 
 def release_start_lock() -> None:

@@ -12,11 +12,7 @@ runtime.resume_from:
 `run_dir_for` answers "where" (Hydra's run dir resolver calls it before the run starts) and
 `checkpoint_to_resume` answers "from what" (the trainer calls it in that folder): both read the
 same rules below. Imports no torch.
-
-A new folder is claimed when it is named: once detect.train has called `claim_new_folders()`, the
-name `<run_base>/<time>` is created with an exclusive mkdir, and if another process took it in the
-same second this one gets `<time>_2` (then `_3`, ...), so two launches never share a folder. Config
-checks, `--cfg` and tests only compute names and create nothing.
+Naming creates nothing: detect.train claims the new folder (detect.run.launch) before Hydra starts.
 """
 
 from __future__ import annotations
@@ -31,33 +27,6 @@ from detect.run.summary import Status, read_summary
 AUTO = "auto"
 STAMP_ENV = "DETECT_RUN_STAMP"  # under torchrun: rank 0's time stamp, so every process names the same folder
 RESUME_KEY = "runtime.resume_from"
-_claimed: dict[str, str] | None = None  # None: names only; else {asked name: the folder this process created}
-
-
-def claim_new_folders() -> None:
-    """From now on, in this process, a new run folder is created the moment it is named (see above)."""
-    global _claimed
-    if _claimed is None:
-        _claimed = {}
-
-
-def _new_folder(path: str) -> str:
-    """`path`, or `path_N` when another process holds it already; created exclusively when claiming.
-    Hydra resolves the run dir more than once: each name is claimed once per process."""
-    if _claimed is None:
-        return path
-    if path not in _claimed:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        candidate, n = path, 1
-        while True:
-            try:
-                os.mkdir(candidate)
-                break
-            except FileExistsError:
-                n += 1
-                candidate = f"{path}_{n}"
-        _claimed[path] = candidate
-    return _claimed[path]
 
 
 def _value(resume_from) -> str:
@@ -112,7 +81,7 @@ def run_dir_for(resume_from, run_base: str, timestamp: str, overrides=None) -> s
         run = _run_to_continue_in_place(value)
         if run is not None:
             return str(run.root).rstrip("/")
-    return _new_folder(f"{run_base}/{timestamp}")
+    return f"{run_base}/{timestamp}"
 
 
 def checkpoint_to_resume(resume_from, run_dir: RunDir) -> Path | None:
