@@ -560,7 +560,22 @@ def hydra_error_message(err: Exception) -> str | None:
 
     if not isinstance(err, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
         return None
-    return str(err).split("\nConfig search path:")[0].rstrip()  # the search path only helps Hydra's developers
+    text = str(err).split("\nConfig search path:")[0].rstrip()  # the search path only helps Hydra's developers
+    missing = re.search(r"Could not find '((experiment|hparams_search)/[^']*)'", text)
+    return _missing_file_message(missing.group(2), missing.group(1)) if missing else text
+
+
+def _missing_file_message(group: str, path: str) -> str:
+    """`experiment=member_a/typo`: name the file that is missing and list what the member has."""
+    option = path.partition("/")[2]
+    folder = CONF_DIR / group
+    member = option.split("/")[0]
+    member = member if (folder / member).is_dir() else ""
+    where = folder / member if member else folder
+    have = sorted(str(f.relative_to(folder).with_suffix("")) for f in where.rglob("*.yaml"))
+    hint = (" (python -m detect.new_experiment member=<you> name=<name> writes one)" if group == "experiment" else "")
+    return (f"{group}={option}: conf/{path}.yaml does not exist. "
+            f"{'Options of ' + member if member else 'Options'}: {', '.join(have) or '(none)'}{hint}.")
 
 
 def missing_value_problems(cfg: DictConfig) -> list[str]:

@@ -67,6 +67,17 @@ def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 
 
+def multirun_failures() -> None:
+    """After a sweep (-m) whose jobs did not all finish: say which, and exit 1 (the summary is written)."""
+    from detect.run.sweep_summary import unfinished_jobs
+
+    if unfinished_jobs:
+        print(f"{len(unfinished_jobs)} job(s) of the sweep did not finish: " + "; ".join(unfinished_jobs[:5])
+              + (" ..." if len(unfinished_jobs) > 5 else "") + ". See sweep_summary.md in the sweep folder.",
+              file=sys.stderr)
+        sys.exit(1)
+
+
 def start(argv: list[str]) -> None:
     """Check the command line, settle the run's folder, then let Hydra run `main`."""
     from detect.cli import check_hydra_command_line, or_exit
@@ -90,6 +101,7 @@ def start(argv: list[str]) -> None:
     sys.argv += extra
     try:
         main()
+        multirun_failures()
     except KeyboardInterrupt:  # before the job started (or between Hydra's steps): no empty folder left
         launch.release_start_lock()
         launch.remove_unused_folder(launch.created_folder() or "")

@@ -188,3 +188,16 @@ def test_the_check_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("option,listed", [
+    ("member_a/typo", "Options of member_a: member_a/cascade_bifpn_fold0, member_a/cascade_demo"),
+    ("member_a", "Options of member_a: member_a/cascade_bifpn_fold0"),  # a member's folder is not an experiment
+])
+def test_an_experiment_that_does_not_exist_is_an_error_listing_the_members_experiments(tmp_path, option, listed):
+    # It used to be an `optional` default: the typo trained the default demo model and exited 0.
+    problems = find_problems([f"experiment={option}"], "train")
+    assert len(problems) == 1 and problems[0].startswith(f"experiment={option}: conf/experiment/{option}.yaml does "
+                                                         "not exist.") and listed in problems[0]
+    proc = run_cli([f"experiment={option}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 2 and listed in proc.stderr and not (tmp_path / "run").exists()

@@ -144,10 +144,16 @@ def summarize_sweep(sweep_dir: str | Path) -> str:
     return text
 
 
+# Jobs of this process's sweeps that did not finish: detect.train exits 1 when there are any.
+unfinished_jobs: list[str] = []
+
+
 class SweepSummary(Callback):
-    """Hydra callback: summarize the sweep when every job has run."""
+    """Hydra callback: summarize the sweep when every job has run, and note the jobs that did not finish."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             print(summarize_sweep(sweep_dir), flush=True)
+            unfinished_jobs.extend(f"{job['dir']} ({job['status']})" for job in jobs_of(sweep_dir)
+                                   if job["status"] != "finished")
