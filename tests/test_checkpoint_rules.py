@@ -19,6 +19,7 @@ from detect.run.checkpoints import (
 @pytest.mark.parametrize("new,best,expected", [
     (0.5, None, True), (0.6, 0.5, True), (0.5, 0.5, False), (0.4, 0.5, False),
     (math.nan, 0.5, False), (math.nan, None, False), (None, 0.5, False), (0.1, math.nan, True),
+    (-1.0, None, False),  # COCO's "nothing to score" (a val split without boxes) is never a "New best"
 ])
 def test_best_rule_better_replaces_equal_worse_or_nan_keep(new, best, expected):
     assert is_better(new, best) is expected
@@ -49,3 +50,13 @@ def test_save_is_atomic_and_load_refuses_broken_or_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pth")
+
+
+def test_a_val_split_without_boxes_keeps_no_best_and_says_why(tmp_path, caplog):
+    from detect.run import RunDir
+    from detect.run.checkpoints import CheckpointManager
+
+    manager = CheckpointManager(RunDir(tmp_path), "bbox_mAP_50", 3)
+    assert manager.save_best_if_better(lambda: {"epoch": 1}, 1, -1.0) is False
+    assert "COCO found nothing to score (the val split has no ground-truth box" in caplog.text
+    assert "New best" not in caplog.text and not list(tmp_path.rglob("*.pth"))

@@ -89,6 +89,12 @@ ERRORS = [
      "train", ["train.json: duplicate category ids 5"]),
     ("duplicate image id", changed(add_images=[{"id": 2, "file_name": "images/3.jpg", "width": 30, "height": 30}]),
      [], [], "train", ["train.json: duplicate image ids 2", "images/2.jpg", "images/3.jpg", "renumber the images"]),
+    ("duplicate file_name", changed(add_images=[{"id": 4, "file_name": "images/3.jpg", "width": 30, "height": 30}]),
+     [], [], "val", ["val.json: 1 file_name(s) listed more than once", "'images/3.jpg' (image ids [3, 4])"]),
+    ("declared size differs from the file",
+     {**BASE, "images": [{**BASE["images"][0], "width": 1000, "height": 1000}, *BASE["images"][1:]]}, [], [], "train",
+     ["train.json: 1 of 3 images have a width/height that differs from the image file",
+      "images/1.jpg (image id 1): json 1000x1000, file 40x30", "EXIF rotation"]),
     ("duplicate annotation id", changed(add_ann=[ann(11), ann(12)]), [], [], "train",
      ["train.json: duplicate annotation ids 11, 12", "renumber the annotations"]),
     ("annotation of a missing image", changed(add_ann=[ann(13, image_id=99)]), [], [], "val",
@@ -244,3 +250,34 @@ def test_the_real_data_set_passes_with_only_sub_pixel_clipping(caplog):
     assert len(lines) == 2 and all(r.levelno == logging.INFO for r in lines)
     assert all("dropped" not in r.getMessage() for r in lines)
     assert isinstance(train.target(0)["boxes"], torch.Tensor)
+
+
+def test_val_category_names_that_differ_from_the_training_files_are_named(tmp_path):
+    root = write_root(tmp_path / "data")
+    val = copy.deepcopy(BASE)
+    val["categories"] = [{"id": 5, "name": "dog"}, {"id": 9, "name": "kitty"}]
+    (root / "val.json").write_text(json.dumps(val))
+    train = build_dataset(data_cfg(root), "train", train=True)
+    with pytest.raises(DataConfigError) as err:
+        build_dataset(data_cfg(root), "val", train=False, classes=train.classes,
+                      classes_source=f"the training file {root / 'train.json'}")
+    text = str(err.value)
+    assert "do not match the classes of the training file" in text and "only in the json: ['kitty']" in text
+    assert "Give val.json the same category names as the training file" in text
+
+
+def test_a_16_bit_png_is_read_as_8_bit(tmp_path):
+    import numpy as np
+
+    from detect.data.coco import CocoDetection
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    ramp = (np.arange(32 * 24, dtype=np.uint16).reshape(24, 32) * 80)  # 0 .. 61,360 of 65,535
+    Image.fromarray(ramp).save(root / "images" / "deep.png")
+    coco = {"images": [{"id": 1, "file_name": "images/deep.png", "width": 32, "height": 24}],
+            "annotations": [ann(1)], "categories": [{"id": 5, "name": "dog"}]}
+    (root / "train.json").write_text(json.dumps(coco))
+    image = CocoDetection(root, root / "train.json").read_image(0)
+    assert image.dtype == torch.uint8 and image.shape == (3, 24, 32)
+    assert int(image.max()) == 61_360 >> 8 and int(image[0, 0, 0]) == 0  # scaled, not clipped to white

@@ -71,16 +71,18 @@ def check_root(data: DictConfig, splits: list[str]) -> Path:
 
 
 def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] | None = None,
-                  categories: list[dict] | None = None, float_output: bool = True) -> CocoDetection:
+                  categories: list[dict] | None = None, float_output: bool = True,
+                  classes_source: str | None = None) -> CocoDetection:
     """The data set of `split`. `classes` (e.g. the training set's) fixes the label order; by
-    default it is `data.classes`, or the json's categories when that is null. `categories` stand in
-    for a json that lists none (a test file of image entries only)."""
+    default it is `data.classes`, or the json's categories when that is null. `classes_source` names
+    where given `classes` come from (for the message when the json's names differ). `categories`
+    stand in for a json that lists none (a test file of image entries only)."""
     root = check_root(data, [split])
     ann = annotation_files(data)[split]
     # float_output=False (training on a GPU): uint8 images, converted to float on the GPU (move_to).
     transforms = detection_transforms(data.hflip_prob if train else 0.0, float_output=float_output)
     if classes is None and data.get("classes") is not None:
-        classes = list(data.classes)
+        classes, classes_source = list(data.classes), "data.classes"
     # Checked once here (detect.data.validate), for training and detect.test alike: the image files
     # must exist, broken boxes are dropped (an error with data.strict=true) or clipped, one log line.
     # An unreadable image at load time is an error, or with data.skip_bad_images=true replaced by the
@@ -88,7 +90,7 @@ def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] 
     dataset = CocoDetection(root, root / ann, classes=classes, transforms=transforms,
                             keep_empty=not train or bool(data.get("train_keep_empty", False)),
                             fallback_categories=categories, strict=bool(data.get("strict", False)),
-                            check_files=True,
+                            check_files=True, classes_source=classes_source or "data.classes",
                             on_bad_image=("error" if not data.get("skip_bad_images", False)
                                           else "substitute" if train else "blank"))
     if len(dataset) == 0:

@@ -42,13 +42,23 @@ def load_coco_json(path: Path) -> dict:
             gc.enable()
 
 
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """A 16-bit image (PNG) as 8 bits: its top byte. The pipeline, the GPU conversion and the drawings
+    all expect 0..255; kept as uint16 it would be clipped to white."""
+    if image.dtype == torch.uint16:
+        return (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
 def resolve_classes(coco: dict, classes: list[str] | None, ann_file: Path,
-                    fallback_categories: list[dict] | None = None) -> tuple[list[str], dict[int, int]]:
+                    fallback_categories: list[dict] | None = None,
+                    classes_source: str = "data.classes") -> tuple[list[str], dict[int, int]]:
     """Return the class names and a map category_id -> contiguous label 1..K (0 is background).
 
     With `classes` given, the json's category names must match them (any order of ids);
     without, the classes are the json's categories sorted by id. A json without categories (a
     competition's test file may list only images) takes `fallback_categories` (the training run's).
+    `classes_source` says where `classes` came from, for the message (data.classes, the training file).
     """
     raw = (coco.get("categories") if isinstance(coco, dict) else None) or fallback_categories or []
     if not isinstance(raw, list):
@@ -62,13 +72,16 @@ def resolve_classes(coco: dict, classes: list[str] | None, ann_file: Path,
     if dup := sorted({name for name in classes if classes.count(name) > 1}):
         raise DataConfigError(f"data.classes lists {dup} more than once: {classes}. Each class name once, please.")
     if sorted(json_names) != sorted(classes):
+        fix = ("Fix data.classes (or set data.classes=null to take the json's categories)."
+               if classes_source == "data.classes" else
+               f"Give {ann_file.name} the same category names as {classes_source} (the ids may differ).")
         raise DataConfigError(
-            f"The categories of {ann_file} do not match the configured classes (data.classes): "
+            f"The categories of {ann_file} do not match the classes of {classes_source}: "
             f"{len(classes)} configured, {len(json_names)} in the json.\n"
             f"{side_by_side(classes, json_names)}\n"
             f"  configured  ({len(classes)}): {classes}\n"
             f"  in the json ({len(json_names)}): {json_names}\n"
-            "Fix data.classes (or set data.classes=null to take the json's categories)."
+            + fix
         )
     label_of_category = {c["id"]: classes.index(c["name"]) + 1 for c in categories}
     return classes, label_of_category
@@ -124,7 +137,8 @@ class CocoDetection(Dataset):
 
     def __init__(self, root: str | Path, ann_file: str | Path, classes: list[str] | None = None,
                  transforms=None, keep_empty: bool = True, fallback_categories: list[dict] | None = None,
-                 strict: bool = False, check_files: bool = False, on_bad_image: str = "error"):
+                 strict: bool = False, check_files: bool = False, on_bad_image: str = "error",
+                 classes_source: str = "data.classes"):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image={on_bad_image!r}: use one of {BAD_IMAGE_POLICIES}")
         self.root = Path(root)
@@ -134,7 +148,7 @@ class CocoDetection(Dataset):
             raise DataConfigError(f"{self.ann_file} holds a JSON {type(self.coco).__name__}, not a COCO object with "
                                   "'images', 'annotations' and 'categories'. Point data.*_ann at a COCO file.")
         self.classes, self.label_of_category = resolve_classes(self.coco, classes, self.ann_file,
-                                                               fallback_categories)
+                                                               fallback_categories, classes_source)
         self.category_of_label = {label: cat for cat, label in self.label_of_category.items()}
         self.transforms = transforms if transforms is not None else detection_transforms()
         self.on_bad_image = on_bad_image
@@ -175,7 +189,7 @@ class CocoDetection(Dataset):
         try:
             # (The decoder returns a channels-last view; making it contiguous here would double the
             # per-image cost in the workers, ~2 ms at 640 px, for ~0.5% of a CPU training step.)
-            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            return to_uint8(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
         except (RuntimeError, OSError, ValueError) as err:
             if self.on_bad_image == "error":
                 raise DataConfigError(

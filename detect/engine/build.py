@@ -122,8 +122,8 @@ def build_data(cfg: DictConfig, place: distributed.Dist, device: torch.device):
     float_output = device.type != "cuda"
     train_set = build_dataset(cfg.data, "train", train=True, float_output=float_output)
     # The val set takes the training set's classes, so label k means the same class in both.
-    val_set = (build_dataset(cfg.data, "val", train=False, classes=train_set.classes, float_output=float_output)
-               if files["val"] else None)
+    val_set = (build_dataset(cfg.data, "val", train=False, classes=train_set.classes, float_output=float_output,
+                             classes_source=f"the training file {files['train']}") if files["val"] else None)
     log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(train_set), files["train"],
              f"{len(val_set)} val images from {files['val']}" if val_set else "no val split "
              "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")

@@ -92,7 +92,8 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     # The run's categories stand in for a test.json that lists none (competition test files may not).
     categories = [{"id": cat, "name": name} for name, cat in zip(classes, state.get("category_ids") or [])] or None
     dataset = build_dataset(run_cfg.data, split, train=False, classes=classes, categories=categories,
-                            float_output=device.type != "cuda")  # on a GPU: uint8, converted there
+                            float_output=device.type != "cuda",  # on a GPU: uint8, converted there
+                            classes_source=f"the checkpoint {path.name} (its training data)")
     loader = build_loader(dataset, run_cfg.data.batch_size, False, cfg.workers, 0, device.type == "cuda")
     torch.set_grad_enabled(False)
     category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]

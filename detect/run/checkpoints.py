@@ -93,8 +93,9 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def is_better(new: float | None, best: float | None) -> bool:
-    """Higher is better; NaN/None never counts as better; an equal score keeps the old best."""
-    if new is None or math.isnan(new):
+    """Higher is better; NaN/None never counts as better, nor does COCO's -1 ("nothing to score": the
+    split has no ground-truth box); an equal score keeps the old best."""
+    if new is None or math.isnan(new) or new < 0:
         return False
     return best is None or math.isnan(best) or new > best
 
@@ -180,6 +181,10 @@ class CheckpointManager:
         """Keep exactly one best file: a strictly better score replaces it, anything else keeps it.
         `state_for()` makes the checkpoint (called only when one is written). True when this epoch
         became the best."""
+        if score is not None and score < 0:
+            log.warning("%s=%s at epoch %d: COCO found nothing to score (the val split has no ground-truth box "
+                        "for it), so no best checkpoint is kept. Check the val file.", self.monitor, score, epoch)
+            return False
         if not is_better(score, self.best_score):
             log.info("%s=%s at epoch %d; best stays %s (epoch %s)", self.monitor, score, epoch, self.best_score,
                      self.best_epoch)
