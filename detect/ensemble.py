@@ -6,8 +6,9 @@
 
 Inputs may mix submission CSVs (label = 0-based class index) and COCO results json files
 (`category_id`); label k is the k-th class of `--classes` (a run dir, whose `data.classes` order
-detect.test wrote, or comma-separated names), by default the k-th category of the images file sorted
-by id (the order of `data.classes: null`; for the trash data, ids 0..9 in the competition's order). `--images` (the
+detect.test wrote, or comma-separated names; one per input when they differ), by default the k-th
+category of the images file sorted by id (the order of `data.classes: null`; for the trash data, ids
+0..9 in the competition's order). `--images` (the
 test.json or val.json the inputs were predicted on) gives the image list, order and sizes; with
 `--val <val.json>` (ground truth) it defaults to that file, and every input and the fused result
 are evaluated and printed in one table: tune weights and thresholds on val, not on the leaderboard.
@@ -21,10 +22,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from detect.cli import ArgumentParser, run_command
 from detect.errors import UsageError
 from detect.evaluation.detections import read_detections, score_table, write_detections
-from detect.evaluation.fusion import METHODS, fuse
+from detect.evaluation.fusion import METHODS, Detections, fuse
 from detect.evaluation.submission import SubmissionError, class_category_ids, classes_option
 from detect.inputs import InputFileError, read_coco
 
@@ -40,8 +43,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--iou-thr", type=float, default=0.55, help="boxes overlapping more are fused (0.55)")
     parser.add_argument("--skip-thr", type=float, default=0.0, help="input boxes scoring below are dropped (0)")
     parser.add_argument("--max-detections", type=int, default=100, help="kept per image after fusion (100)")
-    parser.add_argument("--classes", help="class order of CSV labels: a run dir or comma-separated names "
-                                          "(default: the images file's categories sorted by id)")
+    parser.add_argument("--classes", nargs="+", metavar="CLASSES",
+                        help="class order of CSV labels: a run dir or comma-separated names; one for every input "
+                             "(and the output), or one per input when the inputs were trained with different "
+                             "orders (the output then takes the images file's order). Default: the images "
+                             "file's categories sorted by id")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
@@ -58,6 +64,9 @@ def check_args(args) -> None:
         raise UsageError(f"--weights {args.weights} must all be > 0 (leave an input out rather than weigh it 0).")
     if not 0 < args.iou_thr <= 1:
         raise UsageError(f"--iou-thr {args.iou_thr} must be in (0, 1].")
+    if args.classes and len(args.classes) not in (1, len(args.inputs)):
+        raise UsageError(f"--classes has {len(args.classes)} values for {len(args.inputs)} inputs: give one for all, "
+                         "or one per input.")
     if args.max_detections < 1:
         raise UsageError(f"--max-detections {args.max_detections} must be at least 1.")
     if args.out:
@@ -68,6 +77,15 @@ def check_args(args) -> None:
             raise UsageError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out.")
 
 
+def in_output_order(per_image: dict[int, Detections], input_ids: list[int], output_ids: list[int]
+                    ) -> dict[int, Detections]:
+    """Labels of an input (indices into its own class order) as indices into the output's order."""
+    if input_ids == output_ids:
+        return per_image
+    remap = np.array([output_ids.index(cat) for cat in input_ids], dtype=np.int64)
+    return {image_id: Detections(d.boxes, d.scores, remap[d.labels]) for image_id, d in per_image.items()}
+
+
 def ensemble(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -75,13 +93,18 @@ def ensemble(argv: list[str]) -> int:
     images_coco = read_coco(images_option[1], images_option[0])
     val = read_coco(args.val, "--val") if args.val else None
     categories = images_coco.get("categories") or []
+    per_input = args.classes if args.classes and len(args.classes) > 1 else None
     try:
-        category_ids = class_category_ids(categories, classes_option(args.classes)) if categories else []
+        shared = args.classes[0] if args.classes and not per_input else None
+        category_ids = class_category_ids(categories, classes_option(shared)) if categories else []
+        input_category_ids = ([class_category_ids(categories, classes_option(c)) for c in per_input] if per_input
+                              else [category_ids] * len(args.inputs))
     except SubmissionError as err:
         raise InputFileError(f"--classes: {err}") from None
     images = images_coco["images"]
     images_name = f"{images_option[0]} {Path(images_option[1]).name}"
-    inputs = [(p, read_detections(Path(p), images, category_ids, images_name)) for p in args.inputs]
+    inputs = [(p, in_output_order(read_detections(Path(p), images, ids, images_name), ids, category_ids))
+              for p, ids in zip(args.inputs, input_category_ids)]
     weights = args.weights or [1.0] * len(inputs)
     fused = {img["id"]: fuse([det[img["id"]] for _, det in inputs], args.method, weights, args.iou_thr,
                              args.skip_thr, args.max_detections) for img in images}

@@ -179,3 +179,24 @@ def test_classes_option_puts_csv_labels_in_the_runs_class_order(tmp_path):
     assert ensemble_main([str(tmp_path / "one.csv"), "--images", str(tmp_path / "val.json"), "--classes", str(run),
                           "--out", str(out)]) == 0
     assert [r["category_id"] for r in json.loads(out.read_text())] == [1]
+
+
+def test_nan_scores_are_refused_and_inputs_may_each_have_their_own_class_order(tmp_path, capsys):
+    images = {**IMAGES, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    (tmp_path / "images.json").write_text(json.dumps(images))
+    args = ["--images", str(tmp_path / "images.json"), "--out", str(tmp_path / "o.csv")]
+    (tmp_path / "nan.csv").write_text("PredictionString,image_id\n0 nan 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
+    assert ensemble_main([str(tmp_path / "nan.csv"), *args]) == 1
+    assert "nan.csv line 2: 'nan' is not a finite number" in capsys.readouterr().err
+    (tmp_path / "nan.json").write_text('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": NaN}]')
+    assert ensemble_main([str(tmp_path / "nan.json"), *args]) == 1
+    assert "must be finite numbers" in capsys.readouterr().err and not (tmp_path / "o.csv").exists()
+    # Input one was trained with classes (a, b), input two with (b, a): label 0 means a, then b.
+    (tmp_path / "ab.csv").write_text("PredictionString,image_id\n0 0.9 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
+    (tmp_path / "ba.csv").write_text("PredictionString,image_id\n1 0.8 0 0 10 10,val/0.jpg\n,val/1.jpg\n")
+    assert ensemble_main([str(tmp_path / "ab.csv"), str(tmp_path / "ba.csv"), "--classes", "a,b", "b,a", *args]) == 0
+    rows = read_rows(tmp_path / "o.csv")
+    assert rows[0][1].split()[0] == "0" and len(rows[0][1].split()) == 6  # both say class a: fused into one box
+    assert ensemble_main([str(tmp_path / "ab.csv"), str(tmp_path / "ba.csv"), "--classes", "a,b", "b,a", "a,b",
+                          *args, "--overwrite"]) == 2
+    assert "--classes has 3 values for 2 inputs" in capsys.readouterr().err

@@ -82,3 +82,11 @@ def test_a_repeated_image_or_a_bad_label_is_refused(tmp_path, capsys):
     assert pseudo_main([str(tmp_path / "label.csv"), str(tmp_path / "test.json"), *args]) == 1
     assert "label 2 is not a class index (0..1)" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_nan_score_is_refused_not_copied(tmp_path, capsys):
+    write_inputs(tmp_path)
+    (tmp_path / "nan.csv").write_text("PredictionString,image_id\n0 nan 1 1 5 5,test/0.jpg\n")
+    args = ["--categories", str(tmp_path / "train.json"), "--out", str(tmp_path / "p.json")]
+    assert pseudo_main([str(tmp_path / "nan.csv"), str(tmp_path / "test.json"), *args]) == 1
+    assert "line 2: 'nan' is not a finite number" in capsys.readouterr().err and not (tmp_path / "p.json").exists()

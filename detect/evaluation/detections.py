@@ -5,6 +5,7 @@ with 0-based labels. Used by detect.ensemble and detect.error_analysis. numpy on
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,10 @@ def _json_groups(path: Path, images: list[dict], category_ids: list[int], images
         if r["image_id"] not in by_id or r["category_id"] not in label_of:
             raise DetectionsFileError(f"{path}: result for image {r['image_id']} category {r['category_id']} is not "
                                       f"in {images_name}.")
+        numbers = [r["score"], *r["bbox"]] if isinstance(r["bbox"], list) and len(r["bbox"]) == 4 else None
+        if numbers is None or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise DetectionsFileError(f"{path}: entry {n} (image {r['image_id']}) has score {r['score']!r} and bbox "
+                                      f"{r['bbox']!r}: a score and 4 box numbers must be finite numbers.")
         x, y, w, h = r["bbox"]
         by_id[r["image_id"]].append((label_of[r["category_id"]], r["score"], x, y, x + w, y + h))
     return by_id

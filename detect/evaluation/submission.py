@@ -141,6 +141,9 @@ def parse_groups(text: str) -> list[tuple[float, ...]]:
     except ValueError:
         bad = next(t for t in tokens if not _is_float(t))
         raise ValueError(f"'{bad}' is not a number") from None
+    if not all(math.isfinite(n) for n in numbers):  # 'nan' and 'inf' parse as floats: never a score or a box
+        bad = next(t for t, n in zip(tokens, numbers) if not math.isfinite(n))
+        raise ValueError(f"'{bad}' is not a finite number (a NaN or infinite score or box)")
     return [tuple(numbers[i:i + 6]) for i in range(0, len(numbers), 6)]
 
 
