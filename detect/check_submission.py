@@ -28,6 +28,9 @@ def check(argv: list[str]) -> int:
     parser.add_argument("--num-classes", type=int, default=None,
                         help="number of classes (default: the number of categories in test.json)")
     args = parser.parse_args(argv)
+    if args.csv.lower().endswith(".json") and args.test_json.lower().endswith(".csv"):
+        raise UsageError(f"the arguments are in the wrong order: the submission CSV comes first, then test.json "
+                         f"(python -m detect.check_submission {args.test_json} {args.csv} ...).")
     if args.num_classes is not None and args.num_classes < 1:
         raise UsageError(f"--num-classes {args.num_classes} must be at least 1.")
     test_coco = read_coco(args.test_json, "test_json")

@@ -44,6 +44,9 @@ def parse_args(argv: list[str]):
                                           "separated names (default: the categories sorted by id)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
+    if args.csv.lower().endswith(".json") and args.test_json.lower().endswith(".csv"):
+        raise UsageError(f"the arguments are in the wrong order: the submission CSV comes first, then test.json "
+                         f"(python -m detect.pseudo_labels {args.test_json} {args.csv} ...).")
     out = Path(args.out)
     inputs = [Path(p).resolve() for p in (args.csv, args.test_json, args.merge_into, args.categories) if p]
     if out.resolve() in inputs:

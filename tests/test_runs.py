@@ -204,4 +204,12 @@ def test_leaderboard_of_a_real_run(tiny_demo_root, tmp_path):
     row = proc.stdout.splitlines()[2].split()
     assert row[:2] == ["tester", "faster_rcnn_r18_demo_demo"]
     assert row[5:9] == ["finished", "1/1", f"{score:.4f}", "1"]
-    assert row[-1] == "tester/demo/2026-01-01_00-00-00"
+    assert row[-1] == str(run_dir)  # as it can be pasted into detect.test run=... (the root as given, joined)
+
+
+def test_detect_browse_folders_are_not_runs(tmp_path):
+    outputs = tmp_path / "outputs"
+    browse = make_run(outputs, "alice/browse/demo_2026-11-20_10-00-00", config={"schedule": {"epochs": 1}})
+    (browse / "browse.log").write_text("drawn\n")
+    make_run(outputs, "alice/demo/2026-11-20_10-00-00", config={"schedule": {"epochs": 1}})
+    assert [r["rel"] for r in leaderboard.read_runs(outputs)] == ["alice/demo/2026-11-20_10-00-00"]

@@ -60,8 +60,9 @@ def check_root(data: DictConfig, splits: list[str]) -> Path:
             continue
         if not (root / name).is_file():
             key = f"data.fold_{split}_ann" if data.get("fold") is not None and split != "test" else f"data.{split}_ann"
-            fold_hint = (f" data.fold={data.fold} selects it: the fold files must exist in the root."
-                         if key.startswith("data.fold_") else "")
+            fold_hint = (f" data.fold={data.fold} selects it: the fold files must exist in the root; write them "
+                         f"once with `python scripts/kfold_split.py {root / data.train_ann}` "
+                         "(see README, k-fold)." if key.startswith("data.fold_") else "")
             raise DataConfigError(
                 f"The {split} annotation file {(root / name).resolve()} does not exist (data={data.name}, "
                 f"data.root={data.root}, {key}={name!r}). Check data.root{env_hint} and {key}.{fold_hint} "

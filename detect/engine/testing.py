@@ -124,6 +124,7 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
         record = {"checkpoint": str(path), "epoch": state.get("epoch"), "ann_file": str(dataset.ann_file),
                   "tta": bool(cfg.tta), **metrics}
         files.metrics_file.write_text(json.dumps(record, indent=2) + "\n")
+        log.info("Wrote %s and %s", files.metrics_file, files.predictions_file)
         return metrics
 
     write_submission(files.submission_file, submission_rows(results, dataset.images, category_ids))

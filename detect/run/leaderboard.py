@@ -7,7 +7,8 @@ A run dir is any folder under the root that holds `summary.json`, or a training 
 
 Columns: member, experiment (the run_name), model, data, fold, status, epochs (done/total),
 best <monitor> (4 decimals; the monitored metric, `runtime.monitor`), best epoch, started, and the
-run dir relative to the root (`--csv` gives it absolute, so scripts can use it from anywhere).
+run dir as you can paste it into `detect.test run=...` or `--diff` (the root as given, joined with
+the folder: `outputs/alice/...`; `--csv` gives it absolute, so scripts can use it from anywhere).
 
 Status:
 - `finished`, `failed`, `interrupted`: as summary.json says;
@@ -35,7 +36,7 @@ from typing import TextIO
 import yaml
 
 from detect.errors import RunFilesError
-from detect.run.paths import RunDir
+from detect.run.paths import BROWSE_LOG, RunDir
 from detect.run.summary import read_summary
 
 TABLE_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs", "best", "best_epoch",
@@ -61,7 +62,8 @@ def find_run_dirs(root: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         run = RunDir(here)
-        if run.summary_file.name in filenames or is_training_config(run.config_file):
+        if run.summary_file.name in filenames or (is_training_config(run.config_file)
+                                                  and BROWSE_LOG not in filenames):
             found.append(here)
             dirnames.clear()  # nothing below a run dir is a run (checkpoints/, detect.test's test/ folders)
     return sorted(found)
@@ -106,7 +108,7 @@ def read_run(run_dir: Path, root: Path, stale_minutes: float = 30, now: float | 
     member, experiment = names_from_path(run_dir, root)
     row = dict.fromkeys(CSV_COLUMNS)
     row.update(member=member, experiment=experiment, run_dir=str(run_dir.resolve()),
-               rel=str(run_dir.relative_to(root)))
+               rel=str(run_dir.relative_to(root)), shown=str(run_dir))
     run = RunDir(run_dir)
     if not run.summary_file.is_file():
         # Hydra wrote the config but the trainer never wrote a summary: take what the config knows.
@@ -178,7 +180,7 @@ def format_table(rows: list[dict]) -> str:
               f"best {monitors.pop() if len(monitors) == 1 else 'score'}", "best epoch", "started", "run dir"]
     lines = [[_text(r["member"]), _text(r["experiment"]), _text(r["model"]), _text(r["data"]), _text(r["fold"]),
               r["status"], f"{_text(r['epochs_done'])}/{_text(r['epochs'])}", best(r), _text(r["best_epoch"]),
-              _text(r["started"]), r["rel"]] for r in rows]
+              _text(r["started"]), r.get("shown", r["rel"])] for r in rows]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def fmt(cells: list[str]) -> str:

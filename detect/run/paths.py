@@ -33,6 +33,7 @@ HYDRA_DIR = ".hydra"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 TRAIN_LOG = "train.log"
+BROWSE_LOG = "browse.log"  # detect.browse's folders hold it: a training config, but not a run
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS_DIR = "checkpoints"
