@@ -149,3 +149,24 @@ def test_changed_keys_ignore_how_a_run_executes_and_keys_of_other_versions():
     saved = {"schedule": {"lr": 0.01}, "runtime": {"workers": 2, "resume_from": None, "seed": 1}, "old": 1}
     now = {"schedule": {"lr": 0.01}, "runtime": {"workers": 8, "resume_from": "auto", "seed": 2}, "new": 1}
     assert changed_keys(saved, now) == ["runtime.seed: 1 -> 2"]
+
+
+def test_a_folder_taken_in_the_same_second_gets_the_next_name(tmp_path):
+    from detect.run.launch import claim_new_folder, override_value
+
+    first = claim_new_folder(tmp_path / "multirun_2026-12-06_10-00-00")
+    second = claim_new_folder(tmp_path / "multirun_2026-12-06_10-00-00")
+    assert (first.name, second.name) == ("multirun_2026-12-06_10-00-00", "multirun_2026-12-06_10-00-00_2")
+    assert override_value("/data/my trash, v2") == "'/data/my trash, v2'"  # Hydra reads it as one string
+
+
+def test_a_named_sweep_folder_that_holds_jobs_is_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("schedule: {}\n")
+    before = fingerprint(sweep)
+    proc = subprocess.run([sys.executable, "-m", "detect.train", "-m", "schedule.lr=0.1,0.2",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "already holds the jobs of a sweep" in proc.stderr
+    assert fingerprint(sweep) == before

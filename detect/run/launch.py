@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from detect.errors import RunFilesError, UsageError
 from detect.run.lock import RunLock
-from detect.run.paths import RunDir
+from detect.run.paths import HYDRA_DIR, RunDir, SweepDir
 from detect.run.resume import RESUME_KEY, _value
 
 # How a run is executed, not what it computes: a resume may change these.
@@ -41,6 +41,7 @@ RUNTIME_KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.worke
                                     "runtime.pin_memory", "runtime.progress", "runtime.log_interval",
                                     "runtime.wandb")
 RUN_DIR_OVERRIDE = "hydra.run.dir="
+SWEEP_DIR_OVERRIDE = "hydra.sweep.dir="
 NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, NTFS, APFS)
 _lock: RunLock | None = None  # held from here to the end of the process's training (fit takes it over)
 _created: Path | None = None  # the folder this process created for its run (removed if nothing is written there)
@@ -72,7 +73,10 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
     -m, --cfg and other flags."""
     global _lock, _created
     overrides = [a for a in argv if not a.startswith("-")]
-    if len(overrides) != len(argv):  # -m (each job settles in fit), --cfg, --info, ...: not a single run
+    flags = [a for a in argv if a.startswith("-")]
+    if flags and set(flags) <= {"-m", "--multirun"}:
+        return prepare_sweep(overrides, config_name, config_dir)
+    if flags:  # --cfg, --info, ...: nothing runs
         return []
     cfg = _compose(config_name, overrides, config_dir)
     target = RunDir(Path(str(OmegaConf.select(cfg, "hydra.run.dir"))))
@@ -105,6 +109,29 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
     return [f"hydra.output_subdir={target.resumed_hydra_subdir(time.strftime('%Y-%m-%d_%H-%M-%S'))}"]
 
 
+def prepare_sweep(overrides: list[str], config_name: str, config_dir: Path | None) -> list[str]:
+    """A multirun's folder: claimed like a run's (`multirun_<time>_2` when another sweep took the
+    name in the same second); a named hydra.sweep.dir that already holds jobs is refused. Each job
+    then takes the lock of its own folder (fit)."""
+    global _created
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from detect.config_check import _first_value_override
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    first_job = [t for o in parsed if (t := _first_value_override(o)) is not None]
+    cfg = _compose(config_name, first_job, config_dir)
+    sweep = SweepDir(Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))))
+    check_writable_folder(sweep.root, "hydra.sweep.dir")
+    if any(o.startswith(SWEEP_DIR_OVERRIDE) for o in overrides):
+        if sweep.root.is_dir() and sweep.job_dirs():
+            raise UsageError(f"hydra.sweep.dir={sweep.root} already holds the jobs of a sweep; a new sweep never "
+                             "writes into another's folder. Choose another hydra.sweep.dir.")
+        return []
+    _created = claim_new_folder(sweep.root)
+    return [SWEEP_DIR_OVERRIDE + override_value(str(_created))]
+
+
 def claim_new_folder(folder: Path) -> Path:
     """`folder`, created now; `folder_2`, `folder_3`, ... when another process created it first."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -126,14 +153,15 @@ def override_value(text: str) -> str:
 
 
 def remove_unused_folder(folder: str | Path) -> None:
-    """Remove a run folder the run never wrote into (no summary.json, no checkpoints: Hydra's files at
-    most), after a Ctrl-C or failure while starting up. A folder this process did not create for a
+    """Remove a run (or sweep) folder nothing was written into (no summary.json, no folder but .hydra:
+    Hydra's files at most), after a Ctrl-C or failure while starting up. A folder this process did not create for a
     new run (a resume's, a user's own) is kept."""
     run = RunDir(Path(folder))
-    if _created is None or run.root.resolve() != _created.resolve():
+    if _created is None or not run.root.is_dir() or run.root.resolve() != _created.resolve():
         return
-    if not run.summary_file.exists() and not run.has_checkpoints():
-        shutil.rmtree(run.root, ignore_errors=True)
+    if run.summary_file.exists() or any(p.is_dir() and p.name != HYDRA_DIR for p in run.root.iterdir()):
+        return  # the run wrote something (checkpoints/, plots/), or a sweep's jobs started
+    shutil.rmtree(run.root, ignore_errors=True)
 
 
 def created_folder() -> Path | None:
