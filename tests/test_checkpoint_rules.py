@@ -60,3 +60,25 @@ def test_a_val_split_without_boxes_keeps_no_best_and_says_why(tmp_path, caplog):
     assert manager.save_best_if_better(lambda: {"epoch": 1}, 1, -1.0) is False
     assert "COCO found nothing to score (the val split has no ground-truth box" in caplog.text
     assert "New best" not in caplog.text and not list(tmp_path.rglob("*.pth"))
+
+
+def test_a_run_whose_val_split_has_no_box_keeps_no_best(tiny_demo_root, tmp_path, caplog):
+    import json
+    import shutil
+
+    from omegaconf import open_dict
+
+    from detect.engine.fit import fit
+    from tests.conftest import TINY, compose_train
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_demo_root, root)
+    val = json.loads((root / "val.json").read_text())
+    (root / "val.json").write_text(json.dumps({**val, "annotations": []}))
+    cfg = compose_train([f"data.root={root}", *TINY, "runtime.max_iters_per_epoch=1", "schedule.epochs=1"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    assert fit(cfg, tmp_path / "run") is None
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["best_score"] is None
+    assert "COCO found nothing to score" in caplog.text and "New best" not in caplog.text
