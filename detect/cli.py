@@ -47,6 +47,16 @@ def user_message(err: BaseException) -> str:
     return text
 
 
+def reader_went_away() -> int:
+    """`detect.runs | head`: the reader closed the pipe. Nothing is wrong; stop quietly (and keep
+    Python from complaining about stdout at exit)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
 def exit_code_of(err: BaseException) -> int:
     """1 for DetectErrors of the work and for OSError (the file system failed the work)."""
     if isinstance(err, RunInterrupted):
@@ -77,6 +87,8 @@ def run_command(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(main(list(sys.argv[1:] if argv is None else argv)) or EXIT_OK)
+    except BrokenPipeError:
+        return reader_went_away()
     except (DetectError, OSError, KeyboardInterrupt) as err:
         code = exit_code_of(err)
         print("Interrupted." if isinstance(err, KeyboardInterrupt) else f"error: {user_message(err)}",
@@ -87,8 +99,8 @@ def check_hydra_command_line(argv: Sequence[str], config_name: str, check_output
     """Before Hydra starts a train/test/browse command: answer `--help` ourselves (fast, no torch),
     find config errors (unknown keys, wrong values, missing options: exit 2) and check that the output
     folder can be written (exit 1), before any folder exists."""
-    from detect.cli_help import print_help_and_exit
-    from detect.config_check import check_cli
+    from detect.config.check import check_cli
+    from detect.config.help import print_help_and_exit
     from detect.run.launch import check_output_folder
 
     print_help_and_exit(argv, config_name=config_name)
@@ -102,6 +114,8 @@ def or_exit(work: Callable[[], T]) -> T:
     for what a Hydra command settles before Hydra starts (nothing is logged to a file yet)."""
     try:
         return work()
+    except BrokenPipeError:
+        sys.exit(reader_went_away())
     except (DetectError, OSError, KeyboardInterrupt) as err:
         print("Interrupted." if isinstance(err, KeyboardInterrupt) else user_message(err), file=sys.stderr,
               flush=True)

@@ -1,5 +1,5 @@
 """The quick commands (`--help`, `--cfg job`, `detect.runs`) import neither torch nor torchvision, and
-`--help` (detect/cli_help.py) still lists what users pick: groups, options, launchers, the config.
+`--help` (detect/config/help.py) still lists what users pick: groups, options, launchers, the config.
 No timings are asserted (machines are noisy); benchmarks/scale.py and the issue give the figures."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from detect.cli_help import help_text, print_help_and_exit
+from detect.config.help import help_text, print_help_and_exit
 from tests.conftest import REPO
 
 # Runs a module as `python -m` would, then reports its exit status and the heavy imports as the last line.
@@ -43,7 +43,7 @@ def run_module(module: str, *args: str) -> tuple[int, list[str], str]:
     ["detect.train", "--help"],
     ["detect.train", "--cfg", "job"],
     ["detect.test", "--help"],
-    ["detect.test", "--cfg", "job"],  # the schemas (detect/schemas.py) import no torch either
+    ["detect.test", "--cfg", "job"],  # the schemas (detect/config/schemas.py) import no torch either
     ["detect.browse", "--cfg", "job"],
     ["detect.runs", "--root", "{tmp}"],
 ])

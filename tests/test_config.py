@@ -7,7 +7,7 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from detect.schemas import register_schemas
+from detect.config.schemas import register_schemas
 from tests.conftest import CONF, compose_train
 
 register_schemas()  # conf/ names its schemas (/schema/...); detect.config.register_resolvers will do it too

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from detect.config_check import find_problems
+from detect.config.check import find_problems
 from tests.conftest import CONF, REPO, run_cli
 from tests.test_config import options
 
@@ -120,7 +120,7 @@ def test_ranges_the_trainer_and_detect_test_check_again_are_named_before_any_run
         "score_threshold=2 must be a number in [0, 1] (e.g. score_threshold=0.05).",
         "max_detections=0 must be a whole number >= 1 (e.g. max_detections=100).",
     ]
-    # Their types and Enums are the schema's (detect/schemas.py), named here too.
+    # Their types and Enums are the schema's (detect/config/schemas.py), named here too.
     assert find_problems(["score_threshold=abc", "mode=submit"], "test") == [
         "score_threshold='abc' must be a number in [0, 1] (e.g. score_threshold=0.05).",
         "mode='submit' must be one of 'eval' or 'predict'.",
@@ -183,7 +183,7 @@ def test_every_shipped_option_passes_the_check():
 
 
 def test_the_check_does_not_import_torch():
-    code = ("import sys; from detect.config_check import find_problems; "
+    code = ("import sys; from detect.config.check import find_problems; "
             "assert find_problems(['model=cascade_rcnn', 'schedule.lr=abc'], 'train'); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

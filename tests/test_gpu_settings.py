@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from detect.config_check import find_problems
+from detect.config.check import find_problems
 from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, grad_scaler
 from detect.errors import ConfigError
 from tests.conftest import run_cli, tiny_train_args

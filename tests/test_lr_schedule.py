@@ -13,9 +13,9 @@ import hydra.utils
 import pytest
 import torch
 
+from detect.config.schemas import register_schemas
 from detect.engine.lr_schedule import build_lr_scheduler, load_lr_scheduler_state
 from detect.errors import CheckpointError, ConfigError
-from detect.schemas import register_schemas
 from tests.conftest import REPO, compose_train
 
 register_schemas()  # conf/ names its schemas (/schema/...); detect.config.register_resolvers will do it too

@@ -1,4 +1,4 @@
-"""The structured-config schemas (detect/schemas.py): OmegaConf rejects a wrong type, a value outside an
+"""The structured-config schemas (detect/config/schemas.py): OmegaConf rejects a wrong type, a value outside an
 Enum and a missing required value with the key named; the commands turn that into one line and exit 2
 before any run folder exists; the Enum fields read back as plain strings."""
 
@@ -19,8 +19,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from detect.config_check import find_problems
-from detect.schemas import MONITOR_METRICS, SCHEMAS, register_schemas
+from detect.config.check import find_problems
+from detect.config.schemas import MONITOR_METRICS, SCHEMAS, register_schemas
 from tests.conftest import CONF, REPO, compose_train
 from tests.test_cli_startup import run_module
 

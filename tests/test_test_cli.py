@@ -112,7 +112,7 @@ def test_predict_on_a_test_json_without_categories_keeps_empty_rows_and_original
     (["checkpoint=epoch_9"], "epoch_9.pth does not exist. Available in", 1),
     # What is wrong with the command line or the config: exit 2, before any work.
     (["checkpoint=best"], "checkpoint=best needs run=<run dir>", 2),
-    (["mode=submit"], "mode='submit' must be one of 'eval' or 'predict'", 2),  # the schema (detect/schemas.py)
+    (["mode=submit"], "mode='submit' must be one of 'eval' or 'predict'", 2),  # the schema (detect/config/schemas.py)
     (["score_threshold=abc"], "score_threshold='abc' must be a number in [0, 1]", 2),
     (["score_threshold=2"], "score_threshold=2 must be a number in [0, 1]", 2),  # the config check's range
     (["tta=true", "tta_scales=[0]"], "tta_scales=[0] must be a list of sizes in pixels", 2),

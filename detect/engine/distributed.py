@@ -8,7 +8,7 @@ rank 0 writes the run directory (checkpoints, metrics, summary, train.log, W&B).
 
 The process group is made before Hydra starts (`init_from_env`), because all processes must agree
 on the run directory's time stamp: rank 0's is broadcast and used by everyone (`DETECT_RUN_STAMP`,
-read by the run-dir resolver in detect/config.py).
+read by the run-dir resolver in detect/config/__init__.py).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
 
 
 def check_options(cfg: DictConfig) -> None:
-    """The keys of conf/browse.yaml, checked as the command line check does (detect.config_check),
+    """The keys of conf/browse.yaml, checked as the command line check does (detect.config.check),
     for what it cannot see: values a sweeper picks while it runs (an Optuna search), a script calling main."""
-    from detect.config_check import BROWSE_RULES, value_problems
+    from detect.config.check import BROWSE_RULES, value_problems
     from detect.errors import ConfigError
 
     problems = value_problems(cfg, BROWSE_RULES, [])

@@ -116,7 +116,7 @@ def prepare_sweep(overrides: list[str], config_name: str, config_dir: Path | Non
     global _created
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from detect.config_check import _first_value_override
+    from detect.config.check import _first_value_override
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     first_job = [t for o in parsed if (t := _first_value_override(o)) is not None]
@@ -211,6 +211,6 @@ def _resumes_in_place(resume: str, target: RunDir) -> bool:
 
 
 def _compose(config_name: str, overrides: list[str], config_dir: Path | None) -> DictConfig:
-    from detect.cli_help import CONF_DIR, compose_with_hydra
+    from detect.config.help import CONF_DIR, compose_with_hydra
 
     return compose_with_hydra(config_name, overrides, config_dir or CONF_DIR)

@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from detect.cli import EXIT_USAGE
 from detect.errors import UsageError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 HELP_FLAGS = {"--help", "-h"}
 # Hydra's groups shown next to the app's: the launcher is the one users choose (local_parallel, slurm).
 HYDRA_GROUPS_SHOWN = ("hydra/launcher",)
@@ -91,7 +91,7 @@ def compose_with_hydra(config_name: str, overrides: list[str], config_dir: Path)
     from hydra import compose, initialize_config_dir
 
     from detect.config import register_resolvers
-    from detect.schemas import register_schemas
+    from detect.config.schemas import register_schemas
 
     register_resolvers()
     register_schemas()  # the conf/ files name their schemas (/schema/...) in their defaults lists

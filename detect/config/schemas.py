@@ -3,12 +3,12 @@
 Each dataclass says the keys of one section, their types and their allowed values; composing a
 config that gives a key of the wrong type (`schedule.lr=abc`), a value outside an Enum
 (`mode=submit`), a key the section does not have (`+data.new_key=1`) or leaves a required one at
-`???` fails with OmegaConf's error naming the key (detect/config_check.py turns it into one line).
+`???` fails with OmegaConf's error naming the key (detect/config/check.py turns it into one line).
 The values themselves live in the yaml files (conf/), which name their schema first in their
 defaults list, e.g. conf/data/coco.yaml:
 
     defaults:
-      - /schema/data@_here_  # the keys and types of a data config (detect/schemas.py)
+      - /schema/data@_here_  # the keys and types of a data config (detect/config/schemas.py)
       - _self_
 
 so a field without a default here (MISSING) must be set by the yaml. Open sections stay `Any`: the

@@ -1,6 +1,6 @@
 """Check the command line of `python -m detect.train` / `detect.test` / `detect.browse` before Hydra starts a run.
 
-Types, allowed values (Enums) and required values are the schemas' job (detect/schemas.py: OmegaConf
+Types, allowed values (Enums) and required values are the schemas' job (detect/config/schemas.py: OmegaConf
 rejects `schedule.lr=abc` or `mode=submit` itself, naming the key). This module turns what OmegaConf
 and Hydra report into one line that says how to fix it, and adds what a schema cannot say. What it
 catches, with one message and exit status 2 (no traceback, no run directory):
@@ -48,10 +48,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
 
-from detect import schemas
-from detect.schemas import MONITOR_METRICS, PROGRESS_MODES
+from detect.config import schemas
+from detect.config.schemas import MONITOR_METRICS, PROGRESS_MODES
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EXIT_CODE = 2  # a config error (detect/cli.py); errors found while the work runs exit with 1
 _ABSENT = object()
 
@@ -60,7 +60,7 @@ _ABSENT = object()
 class Rule:
     """What the schema cannot say about a key: the range of its numbers (each element of a list),
     or the values it may take when they are of mixed types or must stay plain strings. The type
-    itself comes from the schema (detect/schemas.py); `example` goes into the message."""
+    itself comes from the schema (detect/config/schemas.py); `example` goes into the message."""
 
     low: float | None = None  # inclusive lower bound
     high: float | None = None  # inclusive upper bound
@@ -138,7 +138,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "runtime.checkpoint_interval": _range(low=1, example="1"),
         "runtime.log_interval": _range(low=1, example="20"),
         "runtime.max_keep_ckpts": _range(low=-1, example="3"),  # -1 keeps every epoch_N.pth
-        # Plain strings in the schema (they go into checkpoints, see detect/schemas.py): choices here.
+        # Plain strings in the schema (they go into checkpoints, see detect/config/schemas.py): choices here.
         "runtime.progress": _choice(*PROGRESS_MODES, example="lines"),
         "runtime.monitor": _choice(*MONITOR_METRICS, example="bbox_mAP"),
         "runtime.plots.confusion_score_thr": _range(low=0, high=1, example="0.25"),
@@ -178,7 +178,7 @@ _PRINT_FLAGS = {"--cfg", "-c"}
 def check_cli(argv: Sequence[str], config_name: str, config_dir: Path = CONF_DIR) -> None:
     """Print the problems of this command line and exit with status 2, or return if there are none.
     Also registers the schemas the conf/ files name, for the Hydra run that follows."""
-    from detect.schemas import register_schemas
+    from detect.config.schemas import register_schemas
 
     register_schemas()
     problems = find_problems(argv, config_name, config_dir)
@@ -214,7 +214,7 @@ def find_problems(argv: Sequence[str], config_name: str, config_dir: Path = CONF
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from detect.config import register_resolvers
-    from detect.schemas import register_schemas
+    from detect.config.schemas import register_schemas
 
     register_resolvers()
     register_schemas()

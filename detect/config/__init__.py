@@ -43,7 +43,7 @@ def run_dir(resume_from: str | None, run_base: str, timestamp: str, overrides=No
 
 
 def register_resolvers() -> None:
-    from detect.schemas import register_schemas
+    from detect.config.schemas import register_schemas
 
     register_schemas()  # conf/ names the schemas (/schema/...) in its defaults lists
     if not OmegaConf.has_resolver("detect.member"):
