@@ -80,32 +80,43 @@ def multirun_failures() -> None:
 
 def start(argv: list[str]) -> None:
     """Check the command line, settle the run's folder, then let Hydra run `main`."""
-    from detect.cli import check_hydra_command_line, or_exit
+    from detect.cli import check_hydra_command_line, exit_code_of, or_exit, user_message
+    from detect.errors import DetectError
     from detect.run import launch
 
     check_hydra_command_line(argv, config_name="train", check_output=False)  # --help; config errors: exit 2
     torchrun = os.environ.get("WORLD_SIZE", "1") != "1"
+    is_main = os.environ.get("RANK", "0") == "0"
     if torchrun:  # join the other processes first
         from detect.engine.distributed import init_from_env
 
         sys.argv += init_from_env(argv)
-    # A folder of this run's own, settled by rank 0: claimed for a new run; for a resume, free and of
-    # the same config. Under torchrun every process then names the folder rank 0 claimed.
-    extra = or_exit(lambda: launch.prepare_single_run(argv)) if os.environ.get("RANK", "0") == "0" else None
-    if torchrun:
+    if not torchrun:
+        extra = or_exit(lambda: launch.prepare_single_run(argv)) if is_main else []
+    else:
+        # Rank 0 settles the folder; every process gets its answer, or its error and exit code, so
+        # that no rank waits for a rank 0 that has given up.
         from detect.engine import distributed
 
-        extra = distributed.from_main(extra, distributed.current())
-        if os.environ.get("RANK", "0") != "0":
-            extra = [o for o in extra if o.startswith(launch.RUN_DIR_OVERRIDE)]
+        outcome = None
+        if is_main:
+            try:
+                outcome = ("ok", launch.prepare_single_run(argv))
+            except DetectError as err:
+                outcome = ("error", user_message(err), exit_code_of(err))
+        outcome = distributed.from_main(outcome, distributed.current())
+        if outcome[0] == "error":
+            if is_main:
+                print(outcome[1], file=sys.stderr)
+            sys.exit(outcome[2])
+        extra = outcome[1] if is_main else [o for o in outcome[1] if o.startswith(launch.RUN_DIR_OVERRIDE)]
     sys.argv += extra
     try:
         main()
         multirun_failures()
-    except KeyboardInterrupt:  # before the job started (or between Hydra's steps): no empty folder left
+    finally:  # any way out (a Hydra error, Ctrl-C, success): the start-up lock goes, an unused new folder too
         launch.release_start_lock()
         launch.remove_unused_folder(launch.created_folder() or "")
-        raise
 
 
 if __name__ == "__main__":

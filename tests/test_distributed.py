@@ -84,3 +84,18 @@ def test_torchrun_refuses_a_sweep_with_a_clear_message(tmp_path):
 def test_auto_scale_lr_is_a_stated_option():
     cfg = compose_train(["schedule=1x"])
     assert cfg.schedule.auto_scale_lr.enable is False and cfg.schedule.auto_scale_lr.base_batch_size == 16
+
+
+def test_when_rank_0_refuses_the_folder_every_process_exits_with_its_code(tmp_path):
+    """Rank 0 settles the run folder; when it refuses (here: a named folder that holds a run) the other
+    rank gets the same answer instead of waiting for it."""
+    run = tmp_path / "taken"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("schedule: {}\n")
+    env = {**os.environ, "WANDB_MODE": "disabled", "DETECT_MEMBER": "tester", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "detect.train", f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and output.count("already holds a run") == 1, output[-3000:]  # said once, by rank 0
+    assert output.count("exitcode  : 2") == 2  # torchrun's report: both ranks ended with the usage error's code

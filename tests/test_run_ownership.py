@@ -142,6 +142,11 @@ def test_the_lock_is_exclusive_and_reentrant(tmp_path):
     with pytest.raises(RunFilesError, match="on another-host"):
         RunLock(run).acquire()  # another machine's lock is never taken over silently
     first.release()
+    assert run.lock_file.exists()  # a release removes only this process's own lock
+    run.lock_file.unlink()
+    mine = RunLock(run)
+    mine.acquire()
+    mine.release()
     assert not run.lock_file.exists()
 
 
@@ -170,3 +175,26 @@ def test_a_named_sweep_folder_that_holds_jobs_is_refused(tmp_path):
                           timeout=300)
     assert proc.returncode == 2 and "already holds the jobs of a sweep" in proc.stderr
     assert fingerprint(sweep) == before
+
+
+def test_a_new_run_whose_time_folder_holds_a_run_gets_the_next_name(finished_run, tiny_demo_root):
+    """Another launch took <time> (and trained there) before this one's Hydra named it: this run is new
+    (no resume asked, or auto finds nothing to resume), so it goes to <time>_2 instead of being refused."""
+    cwd, run = finished_run
+    before = fingerprint(run)
+    proc = finish(train(tiny_demo_root, cwd, "runtime.resume_from=auto", DETECT_RUN_STAMP=run.name))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run.parent / f"{run.name}_2" / "summary.json").is_file() and fingerprint(run) == before
+
+
+def test_a_resume_of_a_run_with_a_damaged_config_is_refused_and_leaves_no_lock(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("schedule: [unclosed\n")
+    (run / "checkpoints" / "last.pth").write_bytes(b"x")
+    before = fingerprint(run)
+    proc = subprocess.run([sys.executable, "-m", "detect.train", f"runtime.resume_from={run}"], cwd=tmp_path,
+                          env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+    assert fingerprint(run) == before and not (run / ".lock").exists()

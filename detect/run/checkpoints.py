@@ -55,7 +55,8 @@ def save_checkpoint(state: dict, path: Path) -> bool:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[-1]
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        why = err.strerror if isinstance(err, OSError) and err.strerror else lines[-1]
         raise CheckpointError(f"Could not write {path} ({why}); no partial file was left and the previous checkpoints "
                               f"are intact. Free space in {path.parent}, then resume with "
                               f"runtime.resume_from={path.parent.parent}.") from None

@@ -9,7 +9,7 @@ that belongs to another run (Hydra writes `.hydra/config.yaml`, `overrides.yaml`
   that run (its `.lock`), and refused when the config differs from the run's own in a key that
   changes the result (the keys are named, and `runtime.load_from` is the way to start a new run from
   those weights). A run folder describes one config, so its numbers stay attributable. What may
-  differ is how it runs: RUNTIME_KEYS_A_RESUME_MAY_CHANGE. The run's original `.hydra/` files stay as
+  differ is how it runs: KEYS_A_RESUME_MAY_CHANGE. The run's original `.hydra/` files stay as
   they are: Hydra writes the resume's own into `.hydra/resumed_<time>/`.
 
 A refusal changes nothing on disk. Composing costs about 0.2 s and imports no torch.
@@ -32,14 +32,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from detect.errors import RunFilesError, UsageError
-from detect.run.lock import RunLock
+from detect.run.lock import RunLock, read_holder
 from detect.run.paths import HYDRA_DIR, RunDir, SweepDir
 from detect.run.resume import RESUME_KEY, _value
 
-# How a run is executed, not what it computes: a resume may change these.
-RUNTIME_KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.workers", "runtime.threads",
-                                    "runtime.pin_memory", "runtime.progress", "runtime.log_interval",
-                                    "runtime.wandb")
+# How a run is executed, not what it computes: a resume may change these (data.root: the same data
+# mounted elsewhere, e.g. resuming on another machine).
+KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.workers", "runtime.threads", "runtime.pin_memory",
+                            "runtime.progress", "runtime.log_interval", "runtime.wandb", "data.root")
 RUN_DIR_OVERRIDE = "hydra.run.dir="
 SWEEP_DIR_OVERRIDE = "hydra.sweep.dir="
 NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, NTFS, APFS)
@@ -62,16 +62,18 @@ def changed_keys(saved: dict, now: dict) -> list[str]:
     unresolved), the keys a resume may change left out. Keys only one side has are left out too: they
     come from a newer or older detect, not from the command line."""
     a, b = flat(saved), flat(now)
-    allowed = RUNTIME_KEYS_A_RESUME_MAY_CHANGE
+    allowed = KEYS_A_RESUME_MAY_CHANGE
     return [f"{key}: {a[key]!r} -> {b[key]!r}" for key in sorted(a.keys() & b.keys())
             if a[key] != b[key] and not any(key == k or key.startswith(k + ".") for k in allowed)]
 
 
 def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_dir: Path | None = None) -> list[str]:
-    """Settle the folder of the run this command line starts; return the overrides to add: the new
-    folder (hydra.run.dir), or for an in-place resume where Hydra writes its files. Does nothing for
-    -m, --cfg and other flags."""
+    """Settle the folder of the run this command line starts and take its lock; return the overrides
+    to add: the folder as hydra.run.dir (so Hydra never decides again) and, for an in-place resume,
+    where Hydra writes its files. Does nothing for --cfg and other flags; -m: see prepare_sweep."""
     global _lock, _created
+    from detect.run import resume as plan
+
     overrides = [a for a in argv if not a.startswith("-")]
     flags = [a for a in argv if a.startswith("-")]
     if flags and set(flags) <= {"-m", "--multirun"}:
@@ -79,34 +81,51 @@ def prepare_single_run(argv: Sequence[str], config_name: str = "train", config_d
     if flags:  # --cfg, --info, ...: nothing runs
         return []
     cfg = _compose(config_name, overrides, config_dir)
+    plan.last_decision = None
     target = RunDir(Path(str(OmegaConf.select(cfg, "hydra.run.dir"))))
+    decision = plan.last_decision[0] if plan.last_decision else "named"  # the resolver did not run: the user's own
     check_writable_folder(target.root)
-    resume = _value(OmegaConf.select(cfg, RESUME_KEY))
-    named = any(a.startswith(RUN_DIR_OVERRIDE) for a in overrides)
-    if not target.holds_a_run():
-        if named:  # the user's own folder: take it now, before Hydra writes there
-            _created = None if target.root.exists() else target.root
-            _lock = RunLock(target)
-            _lock.acquire()
-            return []
+    if decision == "new":  # <time> (or <time>_2 when another launch took <time> meanwhile), locked at once
         _created = claim_new_folder(target.root)
+        _lock = RunLock(RunDir(_created))
+        _lock.acquire()
         return [RUN_DIR_OVERRIDE + override_value(str(_created))]
-    if not resume or (named and not _resumes_in_place(resume, target)):
+    resume = _value(OmegaConf.select(cfg, RESUME_KEY))
+    if not target.holds_a_run():  # a named folder of the user's own, new or empty: taken now
+        _created = None if target.root.exists() else target.root
+        _lock = RunLock(target)
+        _lock.acquire()
+        return []
+    if decision == "named" and not (resume and _resumes_in_place(resume, target)):
         raise UsageError(f"hydra.run.dir={target} already holds a run; a new run never writes into another's "
                          f"folder. Choose another folder, or continue that run with {RESUME_KEY}={target}.")
     _lock = RunLock(target)
     _lock.acquire()  # refused while another process trains there
-    saved = yaml.safe_load(target.config_file.read_text()) if target.config_file.is_file() else None
+    try:
+        check_same_config(target, cfg)
+    except BaseException:
+        _lock.release()  # a refused resume leaves nothing behind, its lock included
+        raise
+    return [RUN_DIR_OVERRIDE + override_value(str(target.root)),
+            f"hydra.output_subdir={target.resumed_hydra_subdir(time.strftime('%Y-%m-%d_%H-%M-%S'))}"]
+
+
+def check_same_config(target: RunDir, cfg: DictConfig) -> None:
+    """UsageError naming the keys in which `cfg` differs from the run's own config (see changed_keys)."""
+    try:
+        saved = yaml.safe_load(target.config_file.read_text()) if target.config_file.is_file() else None
+    except (OSError, yaml.YAMLError) as err:
+        raise RunFilesError(f"{target.config_file} cannot be read ({err}); the run's config is needed to resume it. "
+                            f"Start a new run from its weights with runtime.load_from={target.last_checkpoint}.") \
+            from None
     now = OmegaConf.to_container(cfg, resolve=False)
     now.pop("hydra", None)
-    changed = changed_keys(saved or {}, now)
+    changed = changed_keys(saved if isinstance(saved, dict) else {}, now)
     if changed:
-        _lock.release()
         raise UsageError(
             f"{RESUME_KEY} would continue {target} with another config: " + "; ".join(changed) + ". A run folder "
             f"holds one config. To train on from its weights with these settings, start a new run with "
             f"runtime.load_from={target.last_checkpoint}; to continue the run itself, drop those overrides.")
-    return [f"hydra.output_subdir={target.resumed_hydra_subdir(time.strftime('%Y-%m-%d_%H-%M-%S'))}"]
 
 
 def prepare_sweep(overrides: list[str], config_name: str, config_dir: Path | None) -> list[str]:
@@ -116,11 +135,9 @@ def prepare_sweep(overrides: list[str], config_name: str, config_dir: Path | Non
     global _created
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from detect.config.check import _first_value_override
-
     parsed = OverridesParser.create().parse_overrides(overrides)
-    first_job = [t for o in parsed if (t := _first_value_override(o)) is not None]
-    cfg = _compose(config_name, first_job, config_dir)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]  # as Hydra names the sweep folder
+    cfg = _compose(config_name, fixed, config_dir)
     sweep = SweepDir(Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))))
     check_writable_folder(sweep.root, "hydra.sweep.dir")
     if any(o.startswith(SWEEP_DIR_OVERRIDE) for o in overrides):
@@ -146,10 +163,15 @@ def claim_new_folder(folder: Path) -> Path:
 
 
 def override_value(text: str) -> str:
-    """`text` as a Hydra override value: as it is when plain, else quoted (spaces, commas, brackets, ...)."""
-    if re.fullmatch(r"[\w./~+-]+", text):
+    """`text` as a Hydra override value: as it is when plain ASCII, else quoted (spaces, commas,
+    brackets, non-ASCII letters). In a quoted value only a quote and the backslashes before a quote
+    (or before the closing quote) are escaped."""
+    if re.fullmatch(r"[A-Za-z0-9_./+-]+", text):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    quote = "'" if "'" not in text or '"' in text else '"'
+    escaped = re.sub(r"(\\*)(" + quote + r"|$)", lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""),
+                     text)
+    return quote + escaped + quote
 
 
 def remove_unused_folder(folder: str | Path) -> None:
@@ -159,6 +181,9 @@ def remove_unused_folder(folder: str | Path) -> None:
     run = RunDir(Path(folder))
     if _created is None or not run.root.is_dir() or run.root.resolve() != _created.resolve():
         return
+    holder = read_holder(run)
+    if holder is not None and holder.get("pid") != os.getpid():
+        return  # another process writes here
     if run.summary_file.exists() or any(p.is_dir() and p.name != HYDRA_DIR for p in run.root.iterdir()):
         return  # the run wrote something (checkpoints/, plots/), or a sweep's jobs started
     shutil.rmtree(run.root, ignore_errors=True)

@@ -45,8 +45,15 @@ def read_holder(run: RunDir) -> dict | None:
 def holder_is_alive(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname():
         return True  # cannot tell: assume the other machine's process still runs
-    pid = int(holder.get("pid") or 0)
+    try:
+        pid = int(holder.get("pid") or 0)
+    except (TypeError, ValueError):
+        return False  # a damaged lock on this host: nobody we could wait for
     return pid > 0 and _pid_alive(pid)
+
+
+def _is_mine(holder: dict | None) -> bool:
+    return bool(holder) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
 
 
 class RunLock:
@@ -67,7 +74,7 @@ class RunLock:
                 fd = os.open(self.run.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = read_holder(self.run) or {}
-                if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                if _is_mine(holder):
                     self.held = True  # taken earlier by this process (detect.train's start-up)
                     return
                 if holder_is_alive(holder):
@@ -75,7 +82,7 @@ class RunLock:
                         f"{self.run} is being written by another process (pid {holder.get('pid')} on "
                         f"{holder.get('host')}, since {holder.get('since')}). Wait for it to end, or start a new "
                         f"run; if that process is surely gone, delete {self.run.lock_file}.") from None
-                self.run.lock_file.unlink(missing_ok=True)  # its process died: the run is free again
+                self._take_over(holder)  # its process died: the run is free again
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(record + "\n")
@@ -83,7 +90,31 @@ class RunLock:
             return
         raise RunFilesError(f"Could not take the lock {self.run.lock_file}: another process took it meanwhile.")
 
+    def _take_over(self, dead: dict) -> None:
+        """Remove a dead holder's lock so that only one of several processes doing the same wins: the
+        file is renamed to a name of this process's own first, and removed only if it is still the dead
+        holder's (another process may have taken it over and written its own meanwhile)."""
+        aside = self.run.lock_file.with_name(f"{self.run.lock_file.name}.{os.getpid()}")
+        try:
+            os.rename(self.run.lock_file, aside)
+        except FileNotFoundError:
+            return  # someone else moved it: try O_EXCL again
+        try:
+            if json.loads(aside.read_text() or "{}") != dead and not os.path.exists(self.run.lock_file):
+                os.rename(aside, self.run.lock_file)  # it was a live one's after all: put it back
+                return
+        except (OSError, json.JSONDecodeError):
+            pass
+        aside.unlink(missing_ok=True)
+
     def release(self) -> None:
-        if self.held:
-            self.run.lock_file.unlink(missing_ok=True)
-            self.held = False
+        """Remove the lock if this process still holds it. Never raises: a release runs while another
+        error is reported (a read-only remount), and that error is the one to see."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            if _is_mine(read_holder(self.run)):
+                self.run.lock_file.unlink(missing_ok=True)
+        except OSError:
+            pass

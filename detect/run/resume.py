@@ -27,6 +27,9 @@ from detect.run.summary import Status, read_summary
 AUTO = "auto"
 STAMP_ENV = "DETECT_RUN_STAMP"  # under torchrun: rank 0's time stamp, so every process names the same folder
 RESUME_KEY = "runtime.resume_from"
+# What the last run_dir_for call decided: ("resume", folder) to continue a run in place, or ("new", folder).
+# detect.run.launch reads it: a "new" folder that exists already was taken by another launch meanwhile.
+last_decision: tuple[str, str] | None = None
 
 
 def _value(resume_from) -> str:
@@ -71,17 +74,19 @@ def _run_to_continue_in_place(value: str) -> RunDir | None:
 
 def run_dir_for(resume_from, run_base: str, timestamp: str, overrides=None) -> str:
     """Where `detect.train` writes (hydra.run.dir, through the `detect.run_dir` resolver)."""
+    global last_decision
     timestamp = os.environ.get(STAMP_ENV) or timestamp
     value = _value(resume_from)
+    found = None
     if value == AUTO:
         found = newest_resumable_run(run_base, overrides)
-        if found is not None:
-            return str(found.root)
     elif value:
-        run = _run_to_continue_in_place(value)
-        if run is not None:
-            return str(run.root).rstrip("/")
-    return f"{run_base}/{timestamp}"
+        found = _run_to_continue_in_place(value)
+    if found is not None:
+        last_decision = ("resume", str(found.root).rstrip("/"))
+    else:
+        last_decision = ("new", f"{run_base}/{timestamp}")
+    return last_decision[1]
 
 
 def checkpoint_to_resume(resume_from, run_dir: RunDir) -> Path | None:
