@@ -32,6 +32,7 @@ from detect.engine.progress import resolve_mode, terminal_logging_above_bars
 from detect.engine.reproducibility import restore_rng_states
 from detect.errors import CheckpointError, ConfigError, RunInterrupted
 from detect.evaluation.coco_metrics import SUMMARY_KEYS
+from detect.models.pretrained import is_torchvision_weights, load_torchvision_weights
 from detect.run import MetricsLog, RunDir, RunSummary, Status, SummaryFile
 from detect.run.checkpoints import CheckpointManager, load_checkpoint, load_model_weights
 from detect.run.lock import RunLock
@@ -119,7 +120,9 @@ def restore(cfg: DictConfig, parts: Components, checkpoints: CheckpointManager, 
             run: RunDir) -> None:
     """runtime.load_from (weights only), then the checkpoint the resume plan names (everything)."""
     rt = cfg.runtime
-    if rt.load_from:
+    if rt.load_from and is_torchvision_weights(str(rt.load_from)):  # COCO weights: detect/models/pretrained.py
+        load_torchvision_weights(parts.model, str(rt.load_from), str(cfg.model.name))
+    elif rt.load_from:
         loaded = load_checkpoint(rt.load_from)
         load_model_weights(parts.model, loaded, cfg.model.name, parts.classes)
         log.info("Loaded model weights from %s (load_from: optimizer and epoch start fresh)", loaded["path"])

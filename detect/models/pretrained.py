@@ -1,0 +1,125 @@
+"""Starting a detect model from torchvision's COCO detection weights: `runtime.load_from=<weights name>`,
+e.g. `runtime.load_from=FasterRCNN_ResNet50_FPN_Weights.COCO_V1`.
+
+detect builds its detectors from torchvision's parts, so most tensors have torchvision's names; the
+backbone and the FPN sit one level deeper (`backbone.body.body.*`, `backbone.neck.fpn.*`). KEY_MAP
+says so explicitly. Tensors whose shape differs are left at their fresh initialisation and listed:
+the class-dependent layers (torchvision's 91 COCO categories against the data's classes) and any
+layer where the architectures differ (RetinaNet v1 computes P6 from P5, detect from C5 as
+MMDetection: that convolution, weight and bias, starts fresh). The log lists what was loaded, what was
+re-initialised (with both shapes) and what was left out.
+
+Offline, the download fails with one message naming the URL and the cache file to copy it to
+(torch.hub's cache, `$TORCH_HOME/hub/checkpoints/`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detect.errors import ConfigError, WeightsUnavailableError
+
+log = logging.getLogger("detect")
+
+# detect's model.name -> torchvision's COCO weights of the same architecture (box AP as torchvision publishes it).
+COCO_WEIGHTS = {
+    "faster_rcnn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",  # 37.0 box AP
+    "retinanet": "RetinaNet_ResNet50_FPN_Weights.COCO_V1",  # 36.4 box AP (the P6 convolution starts fresh)
+    "fcos": "FCOS_ResNet50_FPN_Weights.COCO_V1",  # 39.2 box AP
+}
+# torchvision's prefix -> detect's: the only renames (everything else has the same name).
+KEY_MAP = (("backbone.body.", "backbone.body.body."), ("backbone.fpn.", "backbone.neck.fpn."))
+_WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9]+(_[A-Za-z0-9]+)*_Weights\.[A-Z0-9_]+$")
+
+
+def is_torchvision_weights(name: object) -> bool:
+    """`FasterRCNN_ResNet50_FPN_Weights.COCO_V1`-shaped text (not a path to a file)."""
+    return isinstance(name, str) and bool(_WEIGHTS_NAME.match(name)) and not Path(name).exists()
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    reinitialised: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, ours, theirs)
+    left_out: list[str] = field(default_factory=list)  # theirs, no place in this model
+    not_in_weights: list[str] = field(default_factory=list)  # ours, absent from the weights
+
+
+def detect_key(torchvision_key: str) -> str:
+    for theirs, ours in KEY_MAP:
+        if torchvision_key.startswith(theirs):
+            return ours + torchvision_key[len(theirs):]
+    return torchvision_key
+
+
+def load_mapped_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
+    """Load a torchvision detector's state dict into `model` through KEY_MAP; tensors of another
+    shape stay as the model initialised them. BatchNorm's `num_batches_tracked` counters are not
+    weights and are skipped on both sides."""
+    ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    report, to_load = LoadReport(), {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        target = detect_key(key)
+        if target not in ours:
+            report.left_out.append(key)
+        elif ours[target].shape != value.shape:
+            report.reinitialised.append((target, tuple(ours[target].shape), tuple(value.shape)))
+        else:
+            to_load[target] = value
+    # A layer starts fresh as a whole: its bias too when its weight does not fit (RetinaNet's P6).
+    for key, _, _ in list(report.reinitialised):
+        bias = key[: -len("weight")] + "bias" if key.endswith(".weight") else None
+        if bias in to_load:
+            report.reinitialised.append((bias, tuple(ours[bias].shape), tuple(to_load.pop(bias).shape)))
+    report.loaded = sorted(to_load)
+    fresh = {key for key, _, _ in report.reinitialised}
+    report.not_in_weights = sorted(k for k in ours if k not in to_load and k not in fresh)
+    model.load_state_dict(to_load, strict=False)
+    return report
+
+
+def torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The weights torchvision publishes under `name`, from torch.hub's cache or downloaded there."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_weight(name)
+    except (ValueError, KeyError, AttributeError):
+        raise ConfigError(f"runtime.load_from={name} is not a torchvision weights name. COCO detection weights: "
+                          + ", ".join(f"{v} (model={k})" for k, v in COCO_WEIGHTS.items()) + ".") from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as err:  # URLError, HTTPError, hash mismatch, a truncated file: all mean "not available"
+        raise WeightsUnavailableError(
+            f"Could not load {name} ({type(err).__name__}: {err}). Download {weights.url} on a machine with "
+            f"internet and copy it to {cache} (or run there once to fill the cache), or train without it "
+            "(runtime.load_from=null).") from None
+
+
+def load_torchvision_weights(model: nn.Module, name: str, model_name: str) -> LoadReport:
+    """`runtime.load_from=<torchvision weights name>`: load, map, and say what happened."""
+    report = load_mapped_state_dict(model, torchvision_state_dict(name))
+    expected = COCO_WEIGHTS.get(model_name)
+    if not report.loaded:
+        raise ConfigError(f"runtime.load_from={name}: no tensor fits model {model_name}"
+                          + (f"; its COCO weights are {expected}." if expected else "."))
+    log.info("Loaded %d tensors of %s into %s (runtime.load_from).", len(report.loaded), name, model_name)
+    for key, ours, theirs in report.reinitialised:
+        log.info("  re-initialised %s: %s here, %s in the weights", key, ours, theirs)
+    if report.left_out:
+        log.info("  left out (no place in this model): %s", ", ".join(report.left_out))
+    if report.not_in_weights:
+        log.info("  not in the weights, kept as initialised: %s", ", ".join(report.not_in_weights))
+    if expected and expected != name:
+        log.warning("runtime.load_from=%s is not the COCO weights of %s (%s): check that the architectures match.",
+                    name, model_name, expected)
+    return report

@@ -1,0 +1,132 @@
+"""COCO-pretrained starts from torchvision's detection weights, offline: torchvision's own Faster R-CNN,
+built with random weights and detect's settings, loaded into detect's faster_rcnn through the same
+key map as the real weights gives identical detections (eval) and losses (train); with another class
+count the class layers are re-initialised with the right shapes; offline, one message names the URL."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision.models import resnet50
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from detect.engine.build import instantiate
+from detect.errors import ConfigError, WeightsUnavailableError
+from detect.models.pretrained import (
+    COCO_WEIGHTS,
+    is_torchvision_weights,
+    load_mapped_state_dict,
+    torchvision_state_dict,
+)
+from tests.conftest import compose_train
+
+SIZE = ["data.min_size=128", "data.max_size=160", "model.backbone.weights=null"]
+
+
+def detect_faster_rcnn(num_classes: int):
+    cfg = compose_train(["model=faster_rcnn", *SIZE])
+    return instantiate("model", OmegaConf.to_container(cfg.model, resolve=True), num_classes=num_classes,
+                       _convert_="all")
+
+
+def torchvision_faster_rcnn():
+    """torchvision's Faster R-CNN R50-FPN as its COCO weights were trained (frozen BatchNorm, 91 classes),
+    with detect's settings where detect's config differs (image size, proposals kept, RoIAlign sampling)."""
+    torch.manual_seed(1)
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
+    return FasterRCNN(backbone, num_classes=91, min_size=128, max_size=160, rpn_post_nms_top_n_train=1000,
+                      box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=0))
+
+
+def images_and_targets():
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 120, 150, generator=gen), torch.rand(3, 96, 128, generator=gen)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 80.0], [70.0, 10.0, 140.0, 90.0]]),
+                "labels": torch.tensor([1, 5])},
+               {"boxes": torch.tensor([[5.0, 5.0, 50.0, 40.0]]), "labels": torch.tensor([3])}]
+    return images, targets
+
+
+def test_torchvisions_faster_rcnn_weights_give_identical_detections_and_losses():
+    theirs = torchvision_faster_rcnn()
+    ours = detect_faster_rcnn(num_classes=90)  # + background: torchvision's 91, so every tensor fits
+    report = load_mapped_state_dict(ours, theirs.state_dict())
+    assert report.reinitialised == [] and report.left_out == [] and report.not_in_weights == []
+    assert len(report.loaded) == len([k for k in theirs.state_dict() if not k.endswith("num_batches_tracked")])
+    images, targets = images_and_targets()
+    theirs.eval(), ours.eval()
+    # Random weights score near 0.5 everywhere: a low threshold leaves detections to compare.
+    theirs.roi_heads.score_thresh = ours.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        a, b = theirs(images), ours(images)
+    for x, y in zip(a, b):
+        assert len(x["boxes"]) > 0
+        torch.testing.assert_close(x["boxes"], y["boxes"])
+        torch.testing.assert_close(x["scores"], y["scores"])
+        assert torch.equal(x["labels"], y["labels"])
+    theirs.train(), ours.train()
+    torch.manual_seed(7)
+    losses_a = theirs(images, targets)
+    torch.manual_seed(7)
+    losses_b = ours(images, targets)
+    assert losses_a.keys() == losses_b.keys()
+    for key in losses_a:
+        torch.testing.assert_close(losses_a[key], losses_b[key])
+
+
+def test_with_the_datas_classes_the_class_layers_start_fresh_with_their_shapes():
+    ours = detect_faster_rcnn(num_classes=10)
+    fresh = {k: v.clone() for k, v in ours.state_dict().items()}
+    theirs = torchvision_faster_rcnn().state_dict()
+    report = load_mapped_state_dict(ours, theirs)
+    assert sorted(report.reinitialised) == [  # (key, shape here, shape in the weights)
+        ("roi_heads.box_predictor.bbox_pred.bias", (44,), (364,)),
+        ("roi_heads.box_predictor.bbox_pred.weight", (44, 1024), (364, 1024)),
+        ("roi_heads.box_predictor.cls_score.bias", (11,), (91,)),
+        ("roi_heads.box_predictor.cls_score.weight", (11, 1024), (91, 1024)),
+    ]
+    state = ours.state_dict()
+    cls = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(state[cls], fresh[cls])  # the class layers keep their fresh initialisation
+    for mine, torchvisions in [("backbone.body.body.layer4.2.conv3.weight", "backbone.body.layer4.2.conv3.weight"),
+                               ("backbone.neck.fpn.layer_blocks.3.0.weight", "backbone.fpn.layer_blocks.3.0.weight"),
+                               ("rpn.head.cls_logits.weight", "rpn.head.cls_logits.weight")]:
+        assert torch.equal(state[mine], theirs[torchvisions])
+
+
+def test_weights_names_are_recognised_and_offline_gives_one_message(monkeypatch, tmp_path):
+    assert all(is_torchvision_weights(name) for name in COCO_WEIGHTS.values())
+    assert not is_torchvision_weights("outputs/me/run/checkpoints/last.pth")
+    with pytest.raises(ConfigError, match="is not a torchvision weights name"):
+        torchvision_state_dict("FasterRCNN_ResNet50_FPN_Weights.COCO_V9")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: the file would have to be downloaded
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # never the network
+    with pytest.raises(WeightsUnavailableError) as err:
+        torchvision_state_dict(COCO_WEIGHTS["faster_rcnn"])
+    text = str(err.value)
+    assert "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco" in text
+    assert str(tmp_path / "hub" / "checkpoints") in text and not list(tmp_path.rglob("*.pth"))
+
+
+@pytest.mark.parametrize("name,fresh", [
+    ("retinanet", ["backbone.neck.fpn.extra_blocks.p6.bias", "backbone.neck.fpn.extra_blocks.p6.weight",
+                   "head.classification_head.cls_logits.bias", "head.classification_head.cls_logits.weight"]),
+    ("fcos", ["head.classification_head.cls_logits.bias", "head.classification_head.cls_logits.weight"]),
+])
+def test_one_stage_models_take_every_tensor_but_the_class_logits_and_retinanets_p6(name, fresh):
+    from torchvision.models.detection import fcos_resnet50_fpn, retinanet_resnet50_fpn
+
+    cfg = compose_train([f"model={name}", *SIZE])
+    ours = instantiate("model", OmegaConf.to_container(cfg.model, resolve=True), num_classes=10, _convert_="all")
+    builder = {"retinanet": retinanet_resnet50_fpn, "fcos": fcos_resnet50_fpn}[name]
+    report = load_mapped_state_dict(ours, builder(weights=None, weights_backbone=None).state_dict())
+    assert sorted(key for key, _, _ in report.reinitialised) == fresh
+    assert report.left_out == [] and report.not_in_weights == [] and len(report.loaded) > 290
