@@ -130,3 +130,45 @@ def test_one_stage_models_take_every_tensor_but_the_class_logits_and_retinanets_
     report = load_mapped_state_dict(ours, builder(weights=None, weights_backbone=None).state_dict())
     assert sorted(key for key, _, _ in report.reinitialised) == fresh
     assert report.left_out == [] and report.not_in_weights == [] and len(report.loaded) > 290
+
+
+def test_cascade_rcnn_starts_from_faster_rcnn_with_each_stage_from_its_box_head():
+    from detect.models.pretrained import FASTER_RCNN_BOX_CODER_WEIGHTS, cascade_from_faster_rcnn
+
+    cfg = compose_train(["model=cascade_rcnn", *SIZE])
+    cascade = instantiate("model", OmegaConf.to_container(cfg.model, resolve=True), num_classes=10, _convert_="all")
+    frcnn = torchvision_faster_rcnn().state_dict()
+    coder_weights = [coder.weights for coder in cascade.roi_heads.box_coders]
+    report = load_mapped_state_dict(cascade, cascade_from_faster_rcnn(frcnn, coder_weights))
+    state = cascade.state_dict()
+    assert report.left_out == [] and report.reinitialised == []
+    classifiers = [f"roi_heads.stages.{t}.cls_score.{p}" for t in range(3) for p in ("bias", "weight")]
+    assert report.not_in_weights == classifiers  # they start fresh for the data's classes
+    mean_w = frcnn["roi_heads.box_predictor.bbox_pred.weight"].reshape(91, 4, -1)[1:].mean(0)
+    for t, weights in enumerate(coder_weights):
+        assert torch.equal(state[f"roi_heads.stages.{t}.head.fc6.weight"], frcnn["roi_heads.box_head.fc6.weight"])
+        assert torch.equal(state[f"roi_heads.stages.{t}.head.fc7.bias"], frcnn["roi_heads.box_head.fc7.bias"])
+        scale = torch.tensor(weights) / torch.tensor(FASTER_RCNN_BOX_CODER_WEIGHTS)
+        torch.testing.assert_close(state[f"roi_heads.stages.{t}.bbox_pred.weight"], mean_w * scale[:, None])
+    assert torch.equal(state["rpn.head.bbox_pred.weight"], frcnn["rpn.head.bbox_pred.weight"])
+    assert torch.equal(state["backbone.body.body.conv1.weight"], frcnn["backbone.body.conv1.weight"])
+    # It trains a step from there.
+    images, targets = images_and_targets()
+    cascade.train()
+    losses = cascade(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert cascade.roi_heads.stages[2].cls_score.weight.grad is not None
+
+
+def test_load_from_a_weights_name_logs_what_was_loaded_and_what_starts_fresh(monkeypatch, caplog):
+    from detect.models import pretrained
+
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", lambda name: torchvision_faster_rcnn().state_dict())
+    cfg = compose_train(["model=cascade_rcnn", *SIZE])
+    cascade = instantiate("model", OmegaConf.to_container(cfg.model, resolve=True), num_classes=10, _convert_="all")
+    with caplog.at_level("INFO", logger="detect"):
+        pretrained.load_torchvision_weights(cascade, COCO_WEIGHTS["cascade_rcnn"], "cascade_rcnn")
+    assert "Loaded 305 tensors of FasterRCNN_ResNet50_FPN_Weights.COCO_V1 into cascade_rcnn" in caplog.text
+    assert "not in the weights, kept as initialised: roi_heads.stages.0.cls_score.bias" in caplog.text

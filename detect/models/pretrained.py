@@ -32,7 +32,10 @@ COCO_WEIGHTS = {
     "faster_rcnn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",  # 37.0 box AP
     "retinanet": "RetinaNet_ResNet50_FPN_Weights.COCO_V1",  # 36.4 box AP (the P6 convolution starts fresh)
     "fcos": "FCOS_ResNet50_FPN_Weights.COCO_V1",  # 39.2 box AP
+    # Cascade R-CNN (not in torchvision) starts from COCO Faster R-CNN: see cascade_from_faster_rcnn.
+    "cascade_rcnn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
 }
+FASTER_RCNN_BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's RoIHeads default, its COCO weights' scale
 # torchvision's prefix -> detect's: the only renames (everything else has the same name).
 KEY_MAP = (("backbone.body.", "backbone.body.body."), ("backbone.fpn.", "backbone.neck.fpn."))
 _WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9]+(_[A-Za-z0-9]+)*_Weights\.[A-Z0-9_]+$")
@@ -105,9 +108,39 @@ def torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
             "(runtime.load_from=null).") from None
 
 
+def cascade_from_faster_rcnn(state: dict[str, torch.Tensor], box_coder_weights: list) -> dict[str, torch.Tensor]:
+    """A Faster R-CNN state dict rewritten for a Cascade R-CNN with these stages: backbone, FPN and RPN
+    as they are; each stage's two FC layers from the box head; each stage's class-agnostic box
+    regressor from the COCO regressor averaged over the 90 object classes, scaled by the stage's
+    BoxCoder weights over Faster R-CNN's (10, 10, 5, 5): stage t predicts w_t / w_FRCNN times the
+    deltas of the same box shift, so every stage starts by moving boxes as COCO's head would. The
+    classifiers are left out (they start fresh for the data's classes).
+
+    Why not fresh regressors: a fresh regressor refines nothing in the first iterations, and the later
+    stages then train on the first stage's unrefined boxes; the averaged COCO regressor is a
+    class-agnostic start that already knows box geometry."""
+    out = {k: v for k, v in state.items() if not k.startswith(("roi_heads.box_head.", "roi_heads.box_predictor."))}
+    weight = state["roi_heads.box_predictor.bbox_pred.weight"]  # (91 * 4, C): class k's deltas at rows 4k..4k+3
+    bias = state["roi_heads.box_predictor.bbox_pred.bias"]
+    mean_weight = weight.reshape(-1, 4, weight.shape[-1])[1:].mean(0)  # class 0 is the background
+    mean_bias = bias.reshape(-1, 4)[1:].mean(0)
+    for t, stage_weights in enumerate(box_coder_weights):
+        scale = torch.tensor(stage_weights, dtype=weight.dtype) / torch.tensor(FASTER_RCNN_BOX_CODER_WEIGHTS)
+        for layer in ("fc6", "fc7"):
+            for part in ("weight", "bias"):
+                out[f"roi_heads.stages.{t}.head.{layer}.{part}"] = state[f"roi_heads.box_head.{layer}.{part}"]
+        out[f"roi_heads.stages.{t}.bbox_pred.weight"] = mean_weight * scale[:, None]
+        out[f"roi_heads.stages.{t}.bbox_pred.bias"] = mean_bias * scale
+    return out
+
+
 def load_torchvision_weights(model: nn.Module, name: str, model_name: str) -> LoadReport:
     """`runtime.load_from=<torchvision weights name>`: load, map, and say what happened."""
-    report = load_mapped_state_dict(model, torchvision_state_dict(name))
+    state = torchvision_state_dict(name)
+    stages = getattr(getattr(model, "roi_heads", None), "box_coders", None)
+    if stages is not None and "roi_heads.box_predictor.bbox_pred.weight" in state:  # a cascade from Faster R-CNN
+        state = cascade_from_faster_rcnn(state, [coder.weights for coder in stages])
+    report = load_mapped_state_dict(model, state)
     expected = COCO_WEIGHTS.get(model_name)
     if not report.loaded:
         raise ConfigError(f"runtime.load_from={name}: no tensor fits model {model_name}"
@@ -119,7 +152,10 @@ def load_torchvision_weights(model: nn.Module, name: str, model_name: str) -> Lo
         log.info("  left out (no place in this model): %s", ", ".join(report.left_out))
     if report.not_in_weights:
         log.info("  not in the weights, kept as initialised: %s", ", ".join(report.not_in_weights))
-    if expected and expected != name:
+    if expected is None:
+        log.warning("No COCO weights are known for model %s: %s was loaded where the shapes fit (listed above).",
+                    model_name, name)
+    elif expected != name:
         log.warning("runtime.load_from=%s is not the COCO weights of %s (%s): check that the architectures match.",
                     name, model_name, expected)
     return report
