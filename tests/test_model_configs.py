@@ -83,4 +83,5 @@ def test_backbone_and_neck_are_swapped_from_the_command_line():
     assert (m["backbone"]["depth"], m["backbone"]["groups"], m["backbone"]["width_per_group"]) == (101, 32, 8)
     assert m["neck"]["_target_"] == "detect.models.necks.BiFPN"
     assert sorted(p.stem for p in (CONF / "model" / "backbone").glob("*.yaml")) == [
-        "resnet101", "resnet18", "resnet50", "resnext101_32x8d"]
+        "convnext_tiny", "efficientnet_v2_s", "regnet_y_800mf", "resnet101", "resnet18", "resnet50",
+        "resnext101_32x8d", "swin_t", "timm"]
