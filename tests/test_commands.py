@@ -79,6 +79,7 @@ USAGE_ERRORS = [
     ("check_submission", lambda d: [str(d / "sub.csv")], "the following arguments are required: test_json"),
     ("new_experiment", lambda d: ["member=me", "name=x", "model=nope", f"conf_dir={d / 'run'}"],
      "has no train.yaml"),
+    ("fetch_weights", lambda d: ["model=faster_rcnn", "schedule.lrr=1"], "Unknown config key 'schedule.lrr'"),
 ]
 
 FAILURES = [  # the command line is fine; a file it names is missing or damaged
