@@ -45,16 +45,10 @@ def train(cfg: DictConfig) -> float | None:
         prepare_demo_data(cfg.data, place)  # data=demo: generated here when missing (never while building)
         return fit(cfg, hydra_cfg.runtime.output_dir, provenance(hydra_cfg.overrides.task))
 
-    def tidy_up() -> None:
-        """A run stopped before the trainer wrote anything (Ctrl-C while starting up) leaves no folder."""
-        from detect.run.launch import release_start_lock, remove_unused_folder
-
-        release_start_lock()
-        remove_unused_folder(hydra_cfg.runtime.output_dir)
-
     try:
         # A failed run is marked failed in its summary.json; in a sweep the other jobs go on.
-        return run_hydra_job(work, on_failure=tidy_up)
+        # start() removes a new folder the run never wrote into and releases the start-up lock.
+        return run_hydra_job(work)
     finally:
         if place is not None:
             from detect.engine import distributed

@@ -32,6 +32,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from detect.errors import RunFilesError, UsageError
+from detect.run.leaderboard import flatten
 from detect.run.lock import RunLock, read_holder
 from detect.run.paths import HYDRA_DIR, RunDir, SweepDir
 from detect.run.resume import RESUME_KEY, _value
@@ -47,21 +48,11 @@ _lock: RunLock | None = None  # held from here to the end of the process's train
 _created: Path | None = None  # the folder this process created for its run (removed if nothing is written there)
 
 
-def flat(node, prefix: str = "") -> dict:
-    """{"a.b": leaf} of a plain container; lists are leaves."""
-    if not isinstance(node, dict) or not node:
-        return {prefix: node}
-    out = {}
-    for key, value in node.items():
-        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def changed_keys(saved: dict, now: dict) -> list[str]:
     """`key: saved -> now` for keys both configs have whose values differ (as written: interpolations
     unresolved), the keys a resume may change left out. Keys only one side has are left out too: they
     come from a newer or older detect, not from the command line."""
-    a, b = flat(saved), flat(now)
+    a, b = flatten(saved), flatten(now)
     allowed = KEYS_A_RESUME_MAY_CHANGE
     return [f"{key}: {a[key]!r} -> {b[key]!r}" for key in sorted(a.keys() & b.keys())
             if a[key] != b[key] and not any(key == k or key.startswith(k + ".") for k in allowed)]
