@@ -124,7 +124,7 @@ def restore(cfg: DictConfig, parts: Components, checkpoints: CheckpointManager, 
         load_torchvision_weights(parts.model, str(rt.load_from), str(cfg.model.name))
     elif rt.load_from:
         loaded = load_checkpoint(rt.load_from)
-        load_model_weights(parts.model, loaded, cfg.model.name, parts.classes)
+        load_model_weights(parts.model, loaded, cfg.model.name, parts.classes, new_classes_ok=True)
         log.info("Loaded model weights from %s (load_from: optimizer and epoch start fresh)", loaded["path"])
     source = checkpoint_to_resume(rt.resume_from, run)
     if source is None:

@@ -13,28 +13,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from detect.errors import ConfigError
-from detect.models.parts import BackboneWithNeck, image_transform, region_proposal_network, roi_feature_names
+from detect.models.parts import (
+    BackboneWithNeck,
+    box_head,
+    image_transform,
+    region_proposal_network,
+    roi_feature_names,
+)
 
 
 class CascadeStage(nn.Module):
-    """One stage's box head: two shared FC layers, then class logits (num_classes + 1, background = 0)
-    and one class-agnostic box delta (4 numbers) per RoI.
+    """One stage's box head: the shared layers `roi.box_head` names (two FC layers by default), then
+    class logits (num_classes + 1, background = 0) and one class-agnostic box delta (4 numbers) per RoI.
 
     forward: RoI features (R, C, 7, 7) -> logits (R, num_classes + 1), deltas (R, 4).
     """
 
-    def __init__(self, in_channels: int, representation_size: int, num_classes: int):
+    def __init__(self, in_channels: int, roi: dict, num_classes: int):
         super().__init__()
-        self.head = TwoMLPHead(in_channels * 7 * 7, representation_size)
+        representation_size = roi["representation_size"]
+        self.head = box_head(in_channels, roi)
         self.cls_score = nn.Linear(representation_size, num_classes + 1)
         self.bbox_pred = nn.Linear(representation_size, 4)
-        # MMDetection's initialisation: Xavier-uniform shared layers, small normal predictors, zero biases.
-        for fc in (self.head.fc6, self.head.fc7):
+        # MMDetection's initialisation: Xavier-uniform shared FC layers, small normal predictors, zero biases.
+        for fc in (m for m in self.head.modules() if isinstance(m, nn.Linear)):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -199,7 +205,7 @@ def build_cascade_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[...
     roi_pool = MultiScaleRoIAlign(roi_feature_names(body), output_size=7, sampling_ratio=roi["sampling_ratio"])
     heads = CascadeRoIHeads(
         roi_pool,
-        [CascadeStage(body.out_channels, roi["representation_size"], num_classes) for _ in stages["iou_thresholds"]],
+        [CascadeStage(body.out_channels, roi, num_classes) for _ in stages["iou_thresholds"]],
         iou_thresholds=stages["iou_thresholds"],
         box_coder_weights=stages["box_coder_weights"],
         loss_weights=stages["loss_weights"],

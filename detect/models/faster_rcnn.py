@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from torch import nn
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
-from detect.models.parts import BackboneWithNeck, image_transform, region_proposal_network, roi_feature_names
+from detect.models.parts import (
+    BackboneWithNeck,
+    box_head,
+    image_transform,
+    region_proposal_network,
+    roi_feature_names,
+)
 
 
 class FasterRCNN(GeneralizedRCNN):
@@ -31,7 +37,7 @@ def build_faster_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[...,
     roi_pool = MultiScaleRoIAlign(roi_feature_names(body), output_size=7, sampling_ratio=roi["sampling_ratio"])
     roi_heads = RoIHeads(
         roi_pool,
-        TwoMLPHead(body.out_channels * 7 * 7, roi["representation_size"]),
+        box_head(body.out_channels, roi),
         FastRCNNPredictor(roi["representation_size"], num_classes + 1),
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,

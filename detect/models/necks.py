@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyrami
 from detect.errors import ConfigError
 
 FPN_EXTRAS = ("none", "max_pool", "p6p7_c5", "p6p7_p5")
+# torchvision's own norm layers (default momentum and eps), as its v2 COCO weights were trained with.
+FPN_NORMS = {"none": None, "batch": nn.BatchNorm2d, "group": partial(nn.GroupNorm, 32)}
 
 
 def level_name(stride: int) -> str:
@@ -42,10 +45,11 @@ class ExtraConvLevels(ExtraFPNBlock):
     P7 = conv(P6)); otherwise from the neck's last output (P5, 'on_output': FCOS, whose config also
     sets relu_before_extra_convs, so P7 = conv(relu(P6)))."""
 
-    def __init__(self, in_channels: int, out_channels: int, from_input: bool):
+    def __init__(self, in_channels: int, out_channels: int, from_input: bool, relu_before: bool | None = None):
         super().__init__()
         self.from_input = from_input
-        self.relu_before = not from_input
+        # torchvision's LastLevelP6P7 always applies the ReLU (its RetinaNet weights were trained so).
+        self.relu_before = (not from_input) if relu_before is None else relu_before
         self.p6 = nn.Conv2d(in_channels if from_input else out_channels, out_channels, 3, 2, 1)
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
         for conv in (self.p6, self.p7):
@@ -63,24 +67,32 @@ class FPN(nn.Module):
 
     extra: "max_pool" adds one level by max pooling the last output (Faster/Cascade R-CNN: P2-P6);
     "p6p7_c5" / "p6p7_p5" add two conv levels from C5 / P5 (RetinaNet / FCOS: P3-P7); "none" adds none.
+    relu_before_extra: P7 = conv(relu(P6)) when true; null takes the paper's choice (false from C5, true
+    from P5). norm: "none" (the FPN paper, torchvision v1), "batch" (torchvision's v2 Faster R-CNN) or
+    "group" (GroupNorm with 32 groups) after every lateral and output convolution.
     """
 
     def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256,
-                 start_level: int = 0, extra: str = "max_pool"):
+                 start_level: int = 0, extra: str = "max_pool", relu_before_extra: bool | None = None,
+                 norm: str = "none"):
         super().__init__()
         _select_inputs(in_channels, in_strides, start_level, "model.neck")
         if extra not in FPN_EXTRAS:
             raise ConfigError(f"model.neck.extra={extra!r} is not one of {FPN_EXTRAS}")
+        if norm not in FPN_NORMS:
+            raise ConfigError(f"model.neck.norm={norm!r} is not one of {tuple(FPN_NORMS)}")
         used_channels, used_strides = in_channels[start_level:], in_strides[start_level:]
         # Only the chosen extra block is built: building the others would draw random weights for nothing.
         if extra == "max_pool":
             extra_block, num_extra = LastLevelMaxPool(), 1
         elif extra in ("p6p7_c5", "p6p7_p5"):
-            extra_block, num_extra = ExtraConvLevels(used_channels[-1], out_channels, extra == "p6p7_c5"), 2
+            extra_block = ExtraConvLevels(used_channels[-1], out_channels, extra == "p6p7_c5", relu_before_extra)
+            num_extra = 2
         else:
             extra_block, num_extra = None, 0
         self.start_level = start_level
-        self.fpn = FeaturePyramidNetwork(used_channels, out_channels, extra_blocks=extra_block)
+        self.fpn = FeaturePyramidNetwork(used_channels, out_channels, extra_blocks=extra_block,
+                                         norm_layer=FPN_NORMS[norm])
         self.out_channels = out_channels
         self.strides = used_strides + [used_strides[-1] * 2 ** (k + 1) for k in range(num_extra)]
 

@@ -13,9 +13,13 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 from torchvision.models.detection.fcos import FCOS
-from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
-from detect.models.parts import BackboneWithNeck, anchor_generator
+from detect.errors import ConfigError
+from detect.models.parts import BOX_HEAD_NORMS, BackboneWithNeck, anchor_generator
+
+# torchvision's RetinaNet box losses (its regression head's _loss_type): l1 in v1, giou in v2.
+RETINANET_BOX_LOSSES = ("l1", "smooth_l1", "giou", "ciou", "diou")
 
 
 class OneBasedLabels:
@@ -51,12 +55,23 @@ def build_retinanet(num_classes: int, backbone: nn.Module, neck: Callable[..., n
                     image_std: Sequence[float], size_divisible: int, name: str = "retinanet") -> OneBasedRetinaNet:
     """RetinaNet (Lin et al. 2017): anchors `anchors.octave_base_scale` x stride at
     `anchors.scales_per_octave` scales and `anchors.ratios` on every neck level; focal loss; anchors
-    with IoU >= `head.fg_iou_thresh` are positive, < `head.bg_iou_thresh` negative."""
+    with IoU >= `head.fg_iou_thresh` are positive, < `head.bg_iou_thresh` negative. `head.norm`
+    (null, group, batch) after each of the subnets' 4 convolutions and `head.box_loss` (l1, giou, ...):
+    null + l1 is the paper's and torchvision's v1, group + giou torchvision's v2."""
     body = BackboneWithNeck(backbone, neck)
     anchor_boxes = anchor_generator(body.strides, anchors["octave_base_scale"], anchors["ratios"],
                                     anchors["scales_per_octave"])
+    norm, box_loss = head.get("norm"), head.get("box_loss", "l1")
+    if norm not in BOX_HEAD_NORMS:
+        raise ConfigError(f"model.head.norm={norm!r} is not one of null, 'group', 'batch'")
+    if box_loss not in RETINANET_BOX_LOSSES:
+        raise ConfigError(f"model.head.box_loss={box_loss!r} is not one of {RETINANET_BOX_LOSSES}")
+    subnets = RetinaNetHead(body.out_channels, anchor_boxes.num_anchors_per_location()[0], num_classes,
+                            norm_layer=BOX_HEAD_NORMS[norm])
+    subnets.regression_head._loss_type = box_loss  # torchvision's own switch (its v2 builder sets it so)
     return OneBasedRetinaNet(
-        body, anchor_generator=anchor_boxes, fg_iou_thresh=head["fg_iou_thresh"], bg_iou_thresh=head["bg_iou_thresh"],
+        body, anchor_generator=anchor_boxes, head=subnets,
+        fg_iou_thresh=head["fg_iou_thresh"], bg_iou_thresh=head["bg_iou_thresh"],
         **_shared_arguments(num_classes, head, min_size, max_size, image_mean, image_std, size_divisible))
 
 

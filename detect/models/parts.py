@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -71,11 +73,12 @@ def roi_feature_names(body: BackboneWithNeck, max_stride: int = 32) -> list[str]
 
 def region_proposal_network(body: BackboneWithNeck, rpn: dict) -> RegionProposalNetwork:
     """torchvision's RPN with anchors from `rpn.anchor_scale`/`anchor_ratios` over every neck level.
-    Proposal counts: `pre_nms_top_n_*` per level, `post_nms_top_n_*` per image."""
+    Proposal counts: `pre_nms_top_n_*` per level, `post_nms_top_n_*` per image. `rpn.conv_depth`
+    3x3 convolutions before the two outputs (1; torchvision's v2 Faster R-CNN has 2)."""
     anchors = anchor_generator(body.strides, rpn["anchor_scale"], rpn["anchor_ratios"])
     return RegionProposalNetwork(
         anchors,
-        RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]),
+        RPNHead(body.out_channels, anchors.num_anchors_per_location()[0], conv_depth=rpn.get("conv_depth", 1)),
         fg_iou_thresh=0.7,
         bg_iou_thresh=0.3,
         batch_size_per_image=rpn["batch_size_per_image"],
@@ -84,6 +87,30 @@ def region_proposal_network(body: BackboneWithNeck, rpn: dict) -> RegionProposal
         post_nms_top_n={"training": rpn["post_nms_top_n_train"], "testing": rpn["post_nms_top_n_test"]},
         nms_thresh=rpn["nms_thresh"],
     )
+
+
+BOX_HEADS = ("two_fc", "conv_fc")
+# torchvision's norm layers with its defaults, as its v2 COCO heads were trained with.
+BOX_HEAD_NORMS = {None: None, "none": None, "batch": nn.BatchNorm2d, "group": partial(nn.GroupNorm, 32)}
+
+
+def box_head(in_channels: int, roi: dict) -> nn.Module:
+    """The shared layers of the RoI box head on 7x7 pooled features; `roi.box_head` picks them:
+    "two_fc": two FC layers of `representation_size` (torchvision v1, MMDetection's Shared2FCBBoxHead);
+    "conv_fc": `head_convs` 3x3 convolutions of `head_conv_channels` with `head_norm` (batch, group or
+    none) then one FC layer (torchvision's v2 head with 4 convs and BatchNorm; MMDetection's
+    Shared4Conv1FCBBoxHead uses GroupNorm). Older configs without the key get "two_fc"."""
+    kind = roi.get("box_head", "two_fc")
+    if kind == "two_fc":
+        return TwoMLPHead(in_channels * 7 * 7, roi["representation_size"])
+    if kind != "conv_fc":
+        raise ConfigError(f"model.roi.box_head={kind!r} is not one of {BOX_HEADS}")
+    norm = roi.get("head_norm")
+    if norm not in BOX_HEAD_NORMS:
+        raise ConfigError(f"model.roi.head_norm={norm!r} is not one of 'batch', 'group', 'none'")
+    convs = [roi.get("head_conv_channels", 256)] * roi.get("head_convs", 4)
+    return FastRCNNConvFCHead((in_channels, 7, 7), convs, [roi["representation_size"]],
+                              norm_layer=BOX_HEAD_NORMS[norm])
 
 
 def image_transform(min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],

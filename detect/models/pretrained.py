@@ -5,9 +5,10 @@ detect builds its detectors from torchvision's parts, so most tensors have torch
 backbone and the FPN sit one level deeper (`backbone.body.body.*`, `backbone.neck.fpn.*`). KEY_MAP
 says so explicitly. Tensors whose shape differs are left at their fresh initialisation and listed:
 the class-dependent layers (torchvision's 91 COCO categories against the data's classes) and any
-layer where the architectures differ (RetinaNet v1 computes P6 from P5, detect from C5 as
-MMDetection: that convolution, weight and bias, starts fresh). The log lists what was loaded, what was
-re-initialised (with both shapes) and what was left out.
+layer where the architectures differ (RetinaNet v1 computes P6 from P5, detect's `retinanet` from C5
+as MMDetection: that convolution starts fresh unless `model.neck.extra=p6p7_p5`). The `_v2` configs
+build torchvision's v2 architectures, so their weights fit exactly. The log lists what was loaded,
+what was re-initialised (with both shapes) and what was left out.
 
 Offline, the download fails with one message naming the URL and the cache file to copy it to
 (torch.hub's cache, `$TORCH_HOME/hub/checkpoints/`).
@@ -30,10 +31,13 @@ log = logging.getLogger("detect")
 # detect's model.name -> torchvision's COCO weights of the same architecture (box AP as torchvision publishes it).
 COCO_WEIGHTS = {
     "faster_rcnn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",  # 37.0 box AP
-    "retinanet": "RetinaNet_ResNet50_FPN_Weights.COCO_V1",  # 36.4 box AP (the P6 convolution starts fresh)
+    "faster_rcnn_v2": "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",  # 46.7 box AP
+    "retinanet": "RetinaNet_ResNet50_FPN_Weights.COCO_V1",  # 36.4 box AP (P6 fits with model.neck.extra=p6p7_p5)
+    "retinanet_v2": "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1",  # 41.5 box AP
     "fcos": "FCOS_ResNet50_FPN_Weights.COCO_V1",  # 39.2 box AP
     # Cascade R-CNN (not in torchvision) starts from COCO Faster R-CNN: see cascade_from_faster_rcnn.
     "cascade_rcnn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
+    "cascade_rcnn_v2": "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
 }
 FASTER_RCNN_BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's RoIHeads default, its COCO weights' scale
 # torchvision's prefix -> detect's: the only renames (everything else has the same name).
@@ -54,23 +58,23 @@ class LoadReport:
     not_in_weights: list[str] = field(default_factory=list)  # ours, absent from the weights
 
 
-def detect_key(torchvision_key: str) -> str:
-    for theirs, ours in KEY_MAP:
+def detect_key(torchvision_key: str, key_map: tuple = KEY_MAP) -> str:
+    for theirs, ours in key_map:
         if torchvision_key.startswith(theirs):
             return ours + torchvision_key[len(theirs):]
     return torchvision_key
 
 
-def load_mapped_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
-    """Load a torchvision detector's state dict into `model` through KEY_MAP; tensors of another
-    shape stay as the model initialised them. BatchNorm's `num_batches_tracked` counters are not
-    weights and are skipped on both sides."""
+def load_mapped_state_dict(model: nn.Module, state: dict[str, torch.Tensor], key_map: tuple = KEY_MAP) -> LoadReport:
+    """Load a state dict into `model` through `key_map` (torchvision's names by default; `()` for a
+    detect checkpoint); tensors of another shape stay as the model initialised them. BatchNorm's
+    `num_batches_tracked` counters are not weights and are skipped on both sides."""
     ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     report, to_load = LoadReport(), {}
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
             continue
-        target = detect_key(key)
+        target = detect_key(key, key_map)
         if target not in ours:
             report.left_out.append(key)
         elif ours[target].shape != value.shape:
@@ -110,7 +114,8 @@ def torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 def cascade_from_faster_rcnn(state: dict[str, torch.Tensor], box_coder_weights: list) -> dict[str, torch.Tensor]:
     """A Faster R-CNN state dict rewritten for a Cascade R-CNN with these stages: backbone, FPN and RPN
-    as they are; each stage's two FC layers from the box head; each stage's class-agnostic box
+    as they are; each stage's shared layers from the box head (two FC layers, or v2's 4 convs + 1 FC
+    when the cascade's roi.box_head matches); each stage's class-agnostic box
     regressor from the COCO regressor averaged over the 90 object classes, scaled by the stage's
     BoxCoder weights over Faster R-CNN's (10, 10, 5, 5): stage t predicts w_t / w_FRCNN times the
     deltas of the same box shift, so every stage starts by moving boxes as COCO's head would. The
@@ -124,11 +129,10 @@ def cascade_from_faster_rcnn(state: dict[str, torch.Tensor], box_coder_weights: 
     bias = state["roi_heads.box_predictor.bbox_pred.bias"]
     mean_weight = weight.reshape(-1, 4, weight.shape[-1])[1:].mean(0)  # class 0 is the background
     mean_bias = bias.reshape(-1, 4)[1:].mean(0)
+    box_head = {k[len("roi_heads.box_head."):]: v for k, v in state.items() if k.startswith("roi_heads.box_head.")}
     for t, stage_weights in enumerate(box_coder_weights):
         scale = torch.tensor(stage_weights, dtype=weight.dtype) / torch.tensor(FASTER_RCNN_BOX_CODER_WEIGHTS)
-        for layer in ("fc6", "fc7"):
-            for part in ("weight", "bias"):
-                out[f"roi_heads.stages.{t}.head.{layer}.{part}"] = state[f"roi_heads.box_head.{layer}.{part}"]
+        out.update({f"roi_heads.stages.{t}.head.{key}": value for key, value in box_head.items()})
         out[f"roi_heads.stages.{t}.bbox_pred.weight"] = mean_weight * scale[:, None]
         out[f"roi_heads.stages.{t}.bbox_pred.bias"] = mean_bias * scale
     return out
@@ -148,6 +152,8 @@ def load_torchvision_weights(model: nn.Module, name: str, model_name: str) -> Lo
     log.info("Loaded %d tensors of %s into %s (runtime.load_from).", len(report.loaded), name, model_name)
     for key, ours, theirs in report.reinitialised:
         log.info("  re-initialised %s: %s here, %s in the weights", key, ours, theirs)
+    if "backbone.neck.fpn.extra_blocks.p6.weight" in {key for key, _, _ in report.reinitialised}:
+        log.info("  (P6 is computed from C5 here and from P5 in %s: model.neck.extra=p6p7_p5 makes it fit)", name)
     if report.left_out:
         log.info("  left out (no place in this model): %s", ", ".join(report.left_out))
     if report.not_in_weights:

@@ -215,14 +215,49 @@ class CheckpointManager:
                 shutil.copy2(old_best, self.best_path)
 
 
-def load_model_weights(model: torch.nn.Module, state: dict, model_name: str, classes: list[str]) -> None:
-    """Load a checkpoint's weights, saying which classes and model it was made for if they do not fit."""
+def load_model_weights(model: torch.nn.Module, state: dict, model_name: str, classes: list[str],
+                       new_classes_ok: bool = False) -> None:
+    """Load a checkpoint's weights, saying which classes and model it was made for if they do not fit.
+
+    `new_classes_ok` (runtime.load_from, a fine-tuning start): a checkpoint of the same model trained on
+    other classes loads every tensor but the class-dependent layers, which keep their fresh
+    initialisation and are listed in the log (MMDetection's load_from does the same)."""
+    saved_classes = state.get("classes")
+    if new_classes_ok and saved_classes is not None and list(saved_classes) != list(classes):
+        _load_for_new_classes(model, state, model_name, list(classes))
+        return
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        made_for = state.get("config", {}).get("model", {}).get("name", "?")
-        raise CheckpointError(
-            f"The weights in {state['path']} do not fit this model: it was saved by model {made_for} "
-            f"with classes {state.get('classes')}; this run builds {model_name} with classes "
-            f"{list(classes)}. ({str(err).splitlines()[0]})"
-        ) from err
+        raise _does_not_fit(state, model_name, classes, str(err).splitlines()[0]) from err
+
+
+def _does_not_fit(state: dict, model_name: str, classes: list[str], detail: str) -> CheckpointError:
+    made_for = state.get("config", {}).get("model", {}).get("name", "?")
+    return CheckpointError(
+        f"The weights in {state['path']} do not fit this model: it was saved by model {made_for} "
+        f"with classes {state.get('classes')}; this run builds {model_name} with classes "
+        f"{list(classes)}. ({detail})")
+
+
+def _load_for_new_classes(model: torch.nn.Module, state: dict, model_name: str, classes: list[str]) -> None:
+    from detect.models.pretrained import load_mapped_state_dict
+
+    weights = state["model"]
+    ours = model.state_dict()
+    # Only the class layers may differ: any other difference means another architecture, and loading
+    # "what fits" of it would start a run from a silently different model.
+    missing = [k for k in ours if k not in weights and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in weights if k not in ours]
+    if missing or unexpected:
+        raise _does_not_fit(state, model_name, classes, "keys only this model has: " + ", ".join(missing[:3])
+                            if missing else "keys only the checkpoint has: " + ", ".join(unexpected[:3]))
+    report = load_mapped_state_dict(model, weights, key_map=())
+    log.info("Loaded %d tensors of %s (runtime.load_from): trained on classes %s, this run's are %s.",
+             len(report.loaded), state["path"], state.get("classes"), classes)
+    for key, here, there in report.reinitialised:
+        log.info("  re-initialised %s: %s here, %s in the checkpoint", key, here, there)
+    if not report.reinitialised:
+        log.warning("The checkpoint has as many classes as this run but other names: its class layers were loaded "
+                    "as they are, so class k starts as the checkpoint's class k (%s -> %s).",
+                    state.get("classes"), classes)
