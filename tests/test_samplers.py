@@ -17,7 +17,7 @@ RATIOS = [1.5] * 20 + [0.75] * 14 + [None] * 3 + [1.0] * 3
 
 
 def indices(batches) -> list[int]:
-    return [index for batch in batches for index, _ in batch]
+    return [index for batch in batches for index, *_ in batch]
 
 
 def test_groups_follow_width_over_height():
@@ -32,7 +32,7 @@ def test_every_batch_holds_one_group_and_every_image_comes_once_per_epoch(batch_
         sampler.set_epoch(epoch)
         batches = list(sampler)
         assert len(batches) == len(sampler)
-        assert all(len({groups[i] for i, _ in batch}) == 1 for batch in batches)
+        assert all(len({groups[i] for i, *_ in batch}) == 1 for batch in batches)
         assert sorted(indices(batches)) == list(range(len(RATIOS)))
         assert sum(len(b) < batch_size for b in batches) <= 2  # at most one short batch per group
 
@@ -72,7 +72,7 @@ def test_ranks_take_equal_shares_that_cover_every_image(world_size):
     single.set_epoch(1)
     padding = sum(len(share) for share in shares) - len(single)  # repeated batches to even out the ranks
     assert padding < world_size
-    assert all(len({groups[i] for i, _ in batch}) == 1 for share in shares for batch in share)
+    assert all(len({groups[i] for i, *_ in batch}) == 1 for share in shares for batch in share)
 
 
 def test_evaluation_shards_cover_every_image_exactly_once():

@@ -114,7 +114,7 @@ class CocoDetection(Dataset):
     the targets. Images are decoded with torchvision.io (libjpeg-turbo/libpng, no PIL) and go through
     `transforms` (detect.data.transforms; default: conversion to float only).
 
-    The key is an index, or `(index, seed)` from the training batch sampler
+    The key is an index, or `(index, seed[, epoch])` from the training batch sampler
     (detect.data.samplers): the transforms then draw their randomness from a generator seeded with
     `seed`, so an image is augmented the same way whatever the worker count, with persistent
     workers, and after a resume.
@@ -216,7 +216,7 @@ class CocoDetection(Dataset):
         return ratios
 
     def __getitem__(self, key: int | tuple[int, int]):
-        index, seed = key if isinstance(key, tuple) else (key, None)
+        index, seed = (key[0], key[1]) if isinstance(key, tuple) else (key, None)
         image = self.read_image(index) if index not in self.bad_images else None
         if image is None and self.on_bad_image == "substitute":
             # A deterministic stand-in (the next readable index), so every epoch has its full length.

@@ -10,8 +10,10 @@ epoch; a group's last batch may be short. Under DDP all ranks compute the same b
 takes batches r, r + W, r + 2W, ...; the list is first topped up by repeating its first batches to a
 multiple of W, because every rank must take the same number of steps (as DistributedSampler pads).
 
-Each yielded item is `(index, augmentation seed)`: the data set seeds the transforms with it, so an
-image's augmentation depends on (run seed, epoch, position) only, not on the loader workers.
+Each yielded item is `(index, augmentation seed, epoch)`: the data set seeds the transforms with the
+seed, so an image's augmentation depends on (run seed, epoch, position) only, not on the loader
+workers; the epoch lets a pipeline change with it (mosaic switched off for the last epochs) even in
+persistent workers, which never see the main process's state.
 
 Evaluation (`ShardSampler`): rank r reads images r, r + W, ... in order, without padding (no
 image is evaluated twice); the predictions are gathered on rank 0.
@@ -31,8 +33,8 @@ def aspect_ratio_groups(ratios: Sequence[float | None]) -> list[int]:
     return [1 if ratio is not None and ratio < 1 else 0 for ratio in ratios]
 
 
-class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of (index, augmentation seed) for one rank; call `set_epoch` before each epoch.
+class TrainBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Batches of (index, augmentation seed, epoch) for one rank; call `set_epoch` before each epoch.
 
     groups: a group id per image (`aspect_ratio_groups`), or None for plain shuffled batches.
     `len()` is the number of steps of a full epoch on this rank; `set_epoch(e, start_batch=k)` makes
@@ -58,7 +60,7 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return math.ceil(self.num_batches / self.world_size)
 
-    def all_batches(self) -> list[list[tuple[int, int]]]:
+    def all_batches(self) -> list[list[tuple[int, int, int]]]:
         """The epoch's batches of every rank, in order, before sharding and padding."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.num_images, generator=generator) if self.shuffle else torch.arange(self.num_images)
@@ -66,7 +68,7 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
         batches, open_batch = [], {}  # group id -> the batch being filled
         for index in order.tolist():
             batch = open_batch.setdefault(self.groups[index], [])
-            batch.append((index, int(aug_seeds[index])))
+            batch.append((index, int(aug_seeds[index]), self.epoch))
             if len(batch) == self.batch_size:
                 batches.append(open_batch.pop(self.groups[index]))
         leftovers = list(open_batch.values())  # at most one short batch per group
@@ -78,7 +80,7 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
             batches.insert(position, batch)
         return batches
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         batches = self.all_batches()
         padded = len(self) * self.world_size
         batches += [batches[i % len(batches)] for i in range(padded - len(batches))]
