@@ -15,7 +15,8 @@ register_schemas()  # conf/ names its schemas (/schema/...); detect.config.regis
 GROUPS = ["model", "data", "schedule", "runtime"]
 
 
-SUB_GROUPS = {"model": ["backbone", "neck"]}  # selected as model/backbone=..., not as options of model
+# Selected as model/backbone=..., not as options of their group.
+SUB_GROUPS = {"model": ["backbone", "neck"], "schedule": ["lr_decay"], "data": ["aug"]}
 
 
 def options(group: str) -> list[str]:

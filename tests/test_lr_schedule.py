@@ -208,3 +208,48 @@ def test_lr_schedule_warmup_then_steps_like_mmdetection():
     assert f(500) == pytest.approx(1.0) and f(799) == pytest.approx(1.0)
     assert f(800) == pytest.approx(0.1) and f(1099) == pytest.approx(0.1)
     assert f(1100) == pytest.approx(0.01)
+
+
+def warmup(i: int, warmup_iters: int = 500, ratio: float = 0.001) -> float:
+    return ratio + (1 - ratio) * min(i, warmup_iters) / warmup_iters
+
+
+@pytest.mark.parametrize("name,decay", [
+    ("cosine", lambda i, n: 0.05 + 0.95 * (1 + math.cos(math.pi * min(i, n) / n)) / 2),
+    # flat for the first 6 of 12 epochs, then cosine over the other 6
+    ("flat_cosine", lambda i, n: 1.0 if i <= n // 2 else 0.05 + 0.95 * (1 + math.cos(math.pi * (min(i, n) - n // 2)
+                                                                                       / (n - n // 2))) / 2),
+    ("poly", lambda i, n: (1 - min(i, n) / n) ** 0.9),
+])
+def test_each_schedule_file_gives_the_hand_computed_lr_at_every_iteration(name, decay):
+    """lr(i) = 0.02 x warmup(i) x decay(i), 12 epochs of 50 iterations, warmup 500 iterations overlapping."""
+    sch = schedule_cfg("model=faster_rcnn", f"schedule={name}")
+    optimizer = make_optimizer(sch)
+    scheduler = build_lr_scheduler(optimizer, sch, iters_per_epoch=50)
+    total = 12 * 50
+    got = lrs_of(optimizer, scheduler, total + 20)  # and past the end: the last value holds (poly: 0)
+    want = [0.02 * warmup(i) * decay(i, total) for i in range(total + 20)]
+    assert all(math.isclose(g, w, rel_tol=1e-9, abs_tol=1e-15) for g, w in zip(got, want, strict=True))
+
+
+def test_any_schedule_takes_any_decay_from_the_command_line():
+    sch = schedule_cfg("schedule/lr_decay=cosine")  # the demo's AdamW recipe with a cosine decay
+    assert sch.name == "demo" and sch.optimizer._target_ == "torch.optim.AdamW"
+    assert list(sch.lr_scheduler) == ["warmup", "main"]  # warmup first: checkpoints list the schedulers in order
+    optimizer = make_optimizer(sch)
+    scheduler = build_lr_scheduler(optimizer, sch, iters_per_epoch=10)
+    got = lrs_of(optimizer, scheduler, 40)
+    want = [0.001 * warmup(i, 50) * (0.05 + 0.95 * (1 + math.cos(math.pi * i / 40)) / 2) for i in range(40)]
+    assert all(math.isclose(g, w, rel_tol=1e-9) for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("schedule.lr_scheduler.main.min_ratio=2",
+     r"schedule\.lr_scheduler\.main\.min_ratio=2(\.0)? must be between 0 and 1"),
+    ("schedule.lr_scheduler.main.flat_ratio=1",
+     r"schedule\.lr_scheduler\.main\.flat_ratio=1(\.0)? must be >= 0 and < 1"),
+])
+def test_decay_values_out_of_range_name_the_key(override, match):
+    sch = schedule_cfg("model=faster_rcnn", "schedule=cosine", override)
+    with pytest.raises(ConfigError, match=match):
+        build_lr_scheduler(make_optimizer(sch), sch, iters_per_epoch=10)

@@ -9,12 +9,19 @@ into the yaml where they apply:
   the iterations per epoch before the scheduler is built (the schedulers step per iteration);
 - a node with `total_iters: 0` (a warmup of no iterations) is left out.
 
+The main decay is its own sub-group, `schedule/lr_decay=step|cosine|flat_cosine|poly`, so any
+schedule takes any decay. torch's CosineAnnealingLR rises again after T_max and has no flat start,
+and its recursive form does not chain exactly with a warmup when eta_min > 0; `CosineLR` and `PolyLR`
+below are chainable in torch's sense (each step multiplies the lr by factor(t) / factor(t - 1)), so
+the lr at iteration t is exactly lr x warmup(t) x factor(t), and they hold their last value past the end.
+
 `load_lr_scheduler_state` also reads the scheduler state of checkpoints written before this module
 built torch's schedulers (a LambdaLR over `lr_factor`), so those runs resume with the same lr.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,6 +32,65 @@ from detect.engine.build import instantiate
 from detect.errors import CheckpointError, ConfigError
 
 EPOCH_KEYS = "_epoch_keys_"  # the builder's own key in a scheduler node; not passed to the scheduler
+
+
+class FactorLR(torch.optim.lr_scheduler.LRScheduler):
+    """A chainable scheduler from a closed-form factor: lr(t) = base_lr x factor(t) on its own, and
+    x factor(t) / factor(t - 1) of whatever lr the other chained schedulers left."""
+
+    def factor(self, t: int) -> float:
+        raise NotImplementedError
+
+    def get_lr(self) -> list[float]:
+        t = self.last_epoch
+        if t == 0:
+            return [group["lr"] * self.factor(0) for group in self.optimizer.param_groups]
+        before, now = self.factor(t - 1), self.factor(t)
+        return [group["lr"] * now / before if before > 0 else 0.0 for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+def _check_decay(name: str, total_iters: int, min_ratio: float) -> None:
+    if int(total_iters) < 1:
+        raise ConfigError(f"schedule.lr_scheduler.main ({name}): total_iters={total_iters} must be >= 1 iteration.")
+    if not 0 <= float(min_ratio) <= 1:
+        raise ConfigError(f"schedule.lr_scheduler.main.min_ratio={min_ratio} must be between 0 and 1.")
+
+
+class CosineLR(FactorLR):
+    """factor(t) = 1 for t <= flat = flat_ratio x total_iters, then
+    min_ratio + (1 - min_ratio) x (1 + cos(pi x (t - flat) / (total_iters - flat))) / 2, and min_ratio
+    from total_iters on."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, min_ratio: float = 0.0,
+                 flat_ratio: float = 0.0, last_epoch: int = -1):
+        _check_decay("CosineLR", total_iters, min_ratio)
+        if not 0 <= float(flat_ratio) < 1:
+            raise ConfigError(f"schedule.lr_scheduler.main.flat_ratio={flat_ratio} must be >= 0 and < 1.")
+        self.total_iters, self.min_ratio = int(total_iters), float(min_ratio)
+        self.flat_iters = round(float(flat_ratio) * self.total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t: int) -> float:
+        if t <= self.flat_iters:
+            return 1.0
+        progress = min(1.0, (t - self.flat_iters) / (self.total_iters - self.flat_iters))
+        return self.min_ratio + (1 - self.min_ratio) * (1 + math.cos(math.pi * progress)) / 2
+
+
+class PolyLR(FactorLR):
+    """factor(t) = max(min_ratio, (1 - min(t, total_iters) / total_iters) ** power)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, power: float = 1.0,
+                 min_ratio: float = 0.0, last_epoch: int = -1):
+        _check_decay("PolyLR", total_iters, min_ratio)
+        self.total_iters, self.power, self.min_ratio = int(total_iters), float(power), float(min_ratio)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t: int) -> float:
+        return max(self.min_ratio, (1 - min(t, self.total_iters) / self.total_iters) ** self.power)
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule_cfg: DictConfig,
