@@ -87,6 +87,12 @@ class WandbSchema:
 
 
 @dataclass
+class EarlyStoppingSchema:
+    patience: int | None = None
+    min_delta: float = 0.0
+
+
+@dataclass
 class RuntimeSchema:
     """conf/runtime/default.yaml."""
 
@@ -112,6 +118,7 @@ class RuntimeSchema:
     resume_from: str | None = MISSING
     skip_nonfinite: bool = MISSING
     max_iters_per_epoch: int | None = MISSING
+    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     wandb: WandbSchema = field(default_factory=WandbSchema)
 
 
@@ -168,6 +175,20 @@ class AutoScaleLrSchema:
 
 
 @dataclass
+class ParamwiseSchema:
+    backbone_lr_mult: float = 1.0
+    norm_decay_mult: float = 1.0
+    bias_decay_mult: float = 1.0
+
+
+@dataclass
+class EmaSchema:
+    enable: bool = False
+    decay: float = 0.9998
+    warmup_iters: int = 2000
+
+
+@dataclass
 class ScheduleSchema:
     """conf/schedule/*.yaml. optimizer and lr_scheduler are `_target_` nodes: open."""
 
@@ -182,6 +203,10 @@ class ScheduleSchema:
     gamma: float = MISSING
     grad_clip: float | None = MISSING
     auto_scale_lr: AutoScaleLrSchema = field(default_factory=AutoScaleLrSchema)
+    # Defaults, not MISSING: schedule files written before these keys still compose.
+    accumulate: int = 1
+    paramwise: ParamwiseSchema = field(default_factory=ParamwiseSchema)
+    ema: EmaSchema = field(default_factory=EmaSchema)
     optimizer: Any = MISSING
     lr_scheduler: Any = MISSING
 

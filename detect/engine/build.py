@@ -7,6 +7,7 @@ Hydra's instantiate with errors that name the config key.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 from detect.data.build import annotation_files, build_dataset, build_loader
 from detect.data.coco import CocoDetection
 from detect.engine import distributed
+from detect.engine.ema import WeightsEMA
 from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, grad_scaler
 from detect.engine.reproducibility import seed_everything
 from detect.errors import ConfigError, DetectError
@@ -73,6 +75,7 @@ class Components:
     scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped every iteration
     scaler: torch.amp.GradScaler | None  # fp16 loss scaling; None otherwise
     amp_dtype: torch.dtype | None  # autocast dtype; None trains in fp32
+    ema: WeightsEMA | None = None  # schedule.ema: the averaged weights, evaluated and saved as `model`
 
     @property
     def classes(self) -> list[str]:
@@ -106,11 +109,22 @@ def build_components(cfg: DictConfig, place: distributed.Dist) -> Components:
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg, model)
     scale_lr(cfg, optimizer, place)
-    scheduler = build_scheduler(cfg, optimizer, iters_per_epoch)
+    # The lr schedule counts optimizer steps: one per schedule.accumulate batches (the epoch's last may be short).
+    scheduler = build_scheduler(cfg, optimizer, updates_per_epoch(iters_per_epoch, cfg.schedule.get("accumulate", 1)))
     dtype = amp_dtype(rt.amp, device)
+    ema_cfg = cfg.schedule.get("ema") or {}
+    ema = WeightsEMA(model, ema_cfg.decay, ema_cfg.warmup_iters) if ema_cfg.get("enable") else None
+    if ema is not None:
+        log.info("EMA of the weights (schedule.ema): decay %g, warm-up %d steps; evaluation and checkpoints use the "
+                 "averaged weights", ema.decay, ema.warmup_iters)
     return Components(place=place, device=device, train_set=train_set, val_set=val_set, train_loader=train_loader,
                       val_loader=val_loader, iters_per_epoch=iters_per_epoch, model=model, train_model=train_model,
-                      optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(dtype), amp_dtype=dtype)
+                      optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(dtype), amp_dtype=dtype, ema=ema)
+
+
+def updates_per_epoch(iters_per_epoch: int, accumulate: int) -> int:
+    """Optimizer steps in an epoch of `iters_per_epoch` batches, one every `accumulate` (a short last group counts)."""
+    return math.ceil(iters_per_epoch / max(1, int(accumulate)))
 
 
 def build_data(cfg: DictConfig, place: distributed.Dist, device: torch.device):
@@ -150,29 +164,65 @@ def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> torc
     return model
 
 
+NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, paramwise) -> list[dict]:
+    """The trainable parameters in groups by (lr multiplier, weight decay multiplier), MMDetection's
+    paramwise_cfg: the backbone (`backbone.body.*`) gets lr x backbone_lr_mult; norm layers' weights
+    and biases weight_decay x norm_decay_mult, other biases x bias_decay_mult. With every multiplier
+    at 1 there is one group, as before these keys existed (checkpoints stay compatible). The group
+    with the plain lr comes first: the log's lr is the first group's."""
+    norm_params = {id(p) for module in model.modules() if isinstance(module, NORM_LAYERS)
+                   for p in module.parameters(recurse=False)}
+    backbone_mult = float(paramwise.get("backbone_lr_mult", 1.0))
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr_mult = backbone_mult if name.startswith("backbone.body.") else 1.0
+        if id(param) in norm_params:
+            decay_mult = float(paramwise.get("norm_decay_mult", 1.0))
+        elif name.endswith(".bias"):
+            decay_mult = float(paramwise.get("bias_decay_mult", 1.0))
+        else:
+            decay_mult = 1.0
+        groups.setdefault((lr_mult, decay_mult), []).append(param)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] != 1.0, item[0][1] != 1.0))
+    if len(ordered) > 1:
+        log.info("Parameter groups (schedule.paramwise): %s", "; ".join(
+            f"{sum(p.numel() for p in params) / 1e6:.2f}M parameters at lr x{lr_mult:g}, weight decay x{decay_mult:g}"
+            for (lr_mult, decay_mult), params in ordered))
+    return [{"params": params, "lr": lr * lr_mult, "weight_decay": weight_decay * decay_mult}
+            for (lr_mult, decay_mult), params in ordered]
+
+
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    make_optimizer = instantiate("schedule.optimizer", cfg.schedule.optimizer)  # a partial: params come next
+    sch = cfg.schedule
+    params = parameter_groups(model, float(sch.lr), float(sch.weight_decay), sch.get("paramwise") or {})
+    make_optimizer = instantiate("schedule.optimizer", sch.optimizer)  # a partial: params come next
     try:
         return make_optimizer(params)
     except TypeError as err:
         raise ConfigError(
-            f"schedule.optimizer (_target_={cfg.schedule.optimizer._target_}) does not take its arguments: {err}. "
+            f"schedule.optimizer (_target_={sch.optimizer._target_}) does not take its arguments: {err}. "
             "Remove a key it does not take on the command line, e.g. '~schedule.optimizer.momentum'."
         ) from err
 
 
 def scale_lr(cfg: DictConfig, optimizer: torch.optim.Optimizer, place: distributed.Dist) -> None:
     """schedule.auto_scale_lr (MMDetection's rule): lr x (total batch / base_batch_size), where the
-    total batch is data.batch_size x the number of processes. Off by default: the configured lr
-    is used as it is, whatever the batch."""
-    total_batch = int(cfg.data.batch_size) * place.world_size
+    total batch is data.batch_size x the number of processes x schedule.accumulate. Off by default:
+    the configured lr is used as it is, whatever the batch."""
+    accumulate = int(cfg.schedule.get("accumulate", 1))
+    total_batch = int(cfg.data.batch_size) * place.world_size * accumulate
     rule = cfg.schedule.get("auto_scale_lr") or {}
     lr = optimizer.param_groups[0]["lr"]
     if not rule.get("enable"):
-        log.info("lr %.4g for a total batch of %d images (%d process(es) x %d); schedule.auto_scale_lr.enable=true "
+        log.info("lr %.4g for a total batch of %d images (%d process(es) x %d%s); schedule.auto_scale_lr.enable=true "
                  "would scale it linearly from base_batch_size=%s", lr, total_batch, place.world_size,
-                 cfg.data.batch_size, rule.get("base_batch_size"))
+                 cfg.data.batch_size, f" x {accumulate} accumulated batches" if accumulate > 1 else "",
+                 rule.get("base_batch_size"))
         return
     factor = total_batch / int(rule.base_batch_size)
     for group in optimizer.param_groups:

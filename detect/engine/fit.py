@@ -2,7 +2,8 @@
 run the training loop. Returns the best monitored score (what a sweeper maximizes).
 
 The hooks, in the order they are called at every event (a later hook sees what an earlier one did):
-progress bar, metrics + train.log, evaluation, checkpoints, W&B, summary, plots + report.
+progress bar, EMA of the weights, metrics + train.log, evaluation, checkpoints, early stopping, W&B,
+summary, plots + report.
 Ctrl-C and SIGTERM stop the run cleanly (detect/engine/interrupt.py).
 """
 
@@ -19,6 +20,8 @@ from detect.engine import distributed
 from detect.engine.build import Components, build_components
 from detect.engine.hooks.base import Hook
 from detect.engine.hooks.checkpoints import CheckpointHook
+from detect.engine.hooks.early_stopping import EarlyStoppingHook
+from detect.engine.hooks.ema import EmaHook
 from detect.engine.hooks.evaluation import EvaluationHook
 from detect.engine.hooks.metrics import MetricsHook
 from detect.engine.hooks.plots import PlotsHook
@@ -27,7 +30,7 @@ from detect.engine.hooks.summary import SummaryHook
 from detect.engine.hooks.wandb import WandbHook
 from detect.engine.interrupt import StopRequest
 from detect.engine.loop import Trainer, TrainState
-from detect.engine.lr_schedule import load_lr_scheduler_state
+from detect.engine.lr_schedule import load_lr_scheduler_state, replan_lr_schedule
 from detect.engine.progress import resolve_mode, terminal_logging_above_bars
 from detect.engine.reproducibility import restore_rng_states
 from detect.errors import CheckpointError, ConfigError, RunInterrupted
@@ -81,11 +84,14 @@ def prepare(cfg: DictConfig, run: RunDir, provenance: dict, stop: StopRequest, p
     except BaseException as err:
         summary.end(Status.FAILED, error=f"{type(err).__name__}: {err}")
         raise
+    stopping = rt.get("early_stopping") or {}
     hooks = [
         ProgressHook(progress),
+        EmaHook(),  # before the hooks that evaluate or save the averaged weights
         MetricsHook(MetricsLog(run.metrics_file, enabled=place.is_main), rt.log_interval, progress),
         EvaluationHook(rt.eval_interval, progress),
         CheckpointHook(rt.checkpoint_interval),
+        EarlyStoppingHook(stopping.get("patience"), stopping.get("min_delta", 0.0)),  # after the best is saved
         WandbHook(provenance.get("overrides", []), enabled=place.is_main),
         SummaryHook(summary),
         PlotsHook(run, rt.get("plots") or {}, enabled=place.is_main),
@@ -104,6 +110,20 @@ def first_summary(cfg: DictConfig, run: RunDir, place: distributed.Dist, provena
         seed=cfg.runtime.seed, world_size=place.world_size, started=time.strftime("%Y-%m-%d %H:%M:%S"),
         overrides=list(provenance.get("overrides", [])), git=provenance.get("git"),
         versions=provenance.get("versions"))
+
+
+def restore_weights(parts: Components, loaded: dict, model_name: str) -> None:
+    """A resume's weights: the trained ones into the model (`raw_model` when the checkpoint's `model`
+    holds the EMA), and the average into the EMA when schedule.ema is on."""
+    trained = {**loaded, "model": loaded["raw_model"]} if loaded.get("raw_model") is not None else loaded
+    load_model_weights(parts.model, trained, model_name, parts.classes)
+    if parts.ema is None:
+        return
+    if loaded.get("weights") == "ema":
+        parts.ema.restore(loaded["model"], int(loaded.get("ema_updates") or 0))
+    else:  # a checkpoint of a run without EMA: the average starts from its weights
+        parts.ema.restore(loaded["model"], 0)
+        log.info("The checkpoint has no EMA weights: the average starts from its weights.")
 
 
 def check_runtime(cfg: DictConfig) -> None:
@@ -134,9 +154,16 @@ def restore(cfg: DictConfig, parts: Components, checkpoints: CheckpointManager, 
                      cfg.get("run_name"), run.root.parent)
         return
     loaded = load_checkpoint(source)
-    load_model_weights(parts.model, loaded, cfg.model.name, parts.classes)
+    restore_weights(parts, loaded, cfg.model.name)
     parts.optimizer.load_state_dict(loaded["optimizer"])
-    load_lr_scheduler_state(parts.scheduler, loaded["scheduler"])  # also a LambdaLR state of older checkpoints
+    saved_epochs = (loaded.get("config") or {}).get("schedule", {}).get("epochs")
+    if saved_epochs is not None and int(saved_epochs) != int(cfg.schedule.epochs):
+        before, after = replan_lr_schedule(parts.scheduler, loaded["scheduler"])
+        log.info("schedule.epochs %s -> %s: the lr schedule is re-planned for %s epochs from iteration %d (lr %.4g -> "
+                 "%.4g); milestones stay as configured, cosine/poly decays stretch to the new end", saved_epochs,
+                 cfg.schedule.epochs, cfg.schedule.epochs, loaded["iter"], before[0], after[0])
+    else:
+        load_lr_scheduler_state(parts.scheduler, loaded["scheduler"])  # also a LambdaLR state of older checkpoints
     if parts.scaler is not None and loaded.get("scaler"):
         parts.scaler.load_state_dict(loaded["scaler"])
     state.epoch, state.iteration = loaded["epoch"], loaded["iter"]
@@ -151,6 +178,8 @@ def restore(cfg: DictConfig, parts: Components, checkpoints: CheckpointManager, 
     restore_rng_states(loaded["rng"])
     state.wandb_run_id = loaded.get("wandb_run_id")
     state.resumed_from = loaded["path"]
+    stopping = loaded.get("early_stopping") or {}
+    state.early_stopping_best, state.stale_evaluations = stopping.get("best"), int(stopping.get("stale") or 0)
     log.info("Resumed from %s at epoch %d%s, iteration %d (best %s=%s at epoch %s)", loaded["path"],
              state.epoch + 1 if state.step else state.epoch, f" step {state.step}" if state.step else "",
              state.iteration, checkpoints.monitor, checkpoints.best_score, checkpoints.best_epoch)

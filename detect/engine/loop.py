@@ -13,6 +13,7 @@ after_log). Adding a hook never touches this file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class TrainState:
     interrupt_saved: bool | None = None  # after a stop: whether last.pth holds the stop position
     wandb_run_id: str | None = None  # the W&B run this run logs to (a resume continues it)
     resumed_from: str | None = None  # the checkpoint this session continued from
+    early_stopping_best: float | None = None  # the best monitored score by more than min_delta (early stopping)
+    stale_evaluations: int = 0  # evaluations since it improved
+    early_stop: str | None = None  # set by the early-stopping hook: why the run ends before its last epoch
 
 
 class Trainer:
@@ -58,6 +62,9 @@ class Trainer:
         self.state = state or TrainState()
         self.stop = stop or StopRequest()  # not entered: never asks to stop
         self.epochs = int(cfg.schedule.epochs)
+        # schedule.accumulate: one optimizer step every `accumulate` batches (gradients summed in between).
+        self.accumulate = int(cfg.schedule.get("accumulate", 1))
+        self.group_counted = 0  # batches of the current accumulation group that contributed a gradient
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> float | None:
@@ -67,8 +74,12 @@ class Trainer:
             while self.state.epoch < self.epochs:
                 self.train_epoch()
                 self.fire("after_epoch")
-                # A stop asked during the epoch's last step, its evaluation or its checkpoints.
-                if distributed.any_rank([self.stop()], self.parts.place)[0] and self.state.epoch < self.epochs:
+                # A stop asked during the epoch's last step, its evaluation or its checkpoints; early
+                # stopping decided on rank 0 (which evaluates): every process learns both here.
+                stop, early = distributed.any_rank([self.stop(), bool(self.state.early_stop)], self.parts.place)
+                if early:
+                    break
+                if stop and self.state.epoch < self.epochs:
                     self.interrupt()
             self.state.status = Status.FINISHED.value
             self.fire("after_train")
@@ -100,7 +111,7 @@ class Trainer:
         for step in range(first_step, self.parts.iters_per_epoch):
             try:
                 images, targets = next(batches)
-                losses = self.train_step(images, targets)
+                losses = self.train_step(images, targets, step)
             except RuntimeError as err:
                 if not (self.stop() and "DataLoader worker" in str(err)):
                     raise
@@ -110,14 +121,23 @@ class Trainer:
             self.state.step = step + 1
             if losses is not None:
                 self.fire("after_step", losses)
-            if self.state.stop_agreed and self.state.step < self.parts.iters_per_epoch:
+            # A stop waits for the end of an accumulation group: a checkpoint never holds half-summed gradients.
+            if self.state.stop_agreed and self.state.step < self.parts.iters_per_epoch and \
+                    self.state.step % self.accumulate == 0:
                 self.interrupt()
         self.state.epoch, self.state.step = epoch + 1, 0
 
-    def train_step(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float] | None:
-        """One optimizer step; returns the loss terms and their sum `loss`, or None when the step was
-        skipped for a non-finite loss (runtime.skip_nonfinite)."""
+    def train_step(self, images: list[torch.Tensor], targets: list[dict], step: int) -> dict[str, float] | None:
+        """Forward and backward of batch `step` of the epoch; the optimizer steps after the last batch
+        of each accumulation group (every batch with schedule.accumulate=1). Returns the loss terms and
+        their sum `loss`, or None when the batch was skipped for a non-finite loss (runtime.skip_nonfinite)."""
         parts = self.parts
+        group_start = step - step % self.accumulate
+        group_size = min(self.accumulate, parts.iters_per_epoch - group_start)  # the epoch's last group may be short
+        last_of_group = step == group_start + group_size - 1
+        if step == group_start:
+            parts.optimizer.zero_grad(set_to_none=True)
+            self.group_counted = 0
         images, targets = move_to(images, targets, parts.device, non_blocking=True)
         with torch.autocast(parts.device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
             loss_dict = parts.train_model(images, targets)
@@ -128,15 +148,25 @@ class Trainer:
         # One collective per step: all processes skip, stop or go on together.
         nonfinite, self.state.stop_agreed = distributed.any_rank([not math.isfinite(values["loss"]), self.stop()],
                                                                  parts.place)
-        parts.optimizer.zero_grad(set_to_none=True)
         if nonfinite:
             self.skip_nonfinite(values)
-            return None
-        if parts.scaler is not None:
-            parts.scaler.scale(loss).backward()
-            parts.scaler.unscale_(parts.optimizer)
         else:
-            loss.backward()
+            # The mean over the group's batches, as one batch `group_size` times larger would give;
+            # DDP averages gradients across processes only at the group's last batch.
+            scaled = loss / group_size
+            sync = contextlib.nullcontext() if last_of_group or not parts.place.enabled else parts.train_model.no_sync()
+            with sync:
+                (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+            self.group_counted += 1
+        if last_of_group and self.group_counted:
+            self.optimizer_step()
+        return None if nonfinite else values
+
+    def optimizer_step(self) -> None:
+        """Clip, step the optimizer (through the fp16 scaler when there is one) and the lr schedule."""
+        parts = self.parts
+        if parts.scaler is not None:
+            parts.scaler.unscale_(parts.optimizer)
         if self.cfg.schedule.grad_clip:
             torch.nn.utils.clip_grad_norm_(parts.train_model.parameters(), self.cfg.schedule.grad_clip)
         if parts.scaler is not None:
@@ -146,7 +176,6 @@ class Trainer:
             parts.optimizer.step()
         parts.scheduler.step()
         self.state.iteration += 1
-        return values
 
     def skip_nonfinite(self, values: dict[str, float]) -> None:
         bad = {k: v for k, v in values.items() if k != "loss" and not math.isfinite(v)} or "on another process"
@@ -204,12 +233,26 @@ class Trainer:
             raise first_error
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and saved as a checkpoint's `model`: the EMA when schedule.ema is on."""
+        return self.parts.ema.module if self.parts.ema is not None else self.parts.model
+
+    @property
+    def weights_name(self) -> str:
+        return "ema" if self.parts.ema is not None else "raw"
+
     def checkpoint_state(self) -> dict:
         """Everything a resume needs, at the state's position (`epoch` epochs done, `epoch_step` steps
-        into the next one), and everything detect.test needs (classes, config)."""
+        into the next one), and everything detect.test needs (classes, config). `model` holds the
+        evaluated weights (the EMA when on; then `raw_model` holds the trained ones)."""
         parts, ckpt = self.parts, self.checkpoints
+        ema = parts.ema
         return {
-            "model": parts.model.state_dict(),
+            "model": self.eval_model.state_dict(),
+            "weights": self.weights_name,
+            "raw_model": parts.model.state_dict() if ema is not None else None,
+            "ema_updates": ema.done if ema is not None else None,
             "optimizer": parts.optimizer.state_dict(),
             "scheduler": parts.scheduler.state_dict(),
             "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
@@ -228,4 +271,6 @@ class Trainer:
             "category_ids": parts.category_ids,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "wandb_run_id": self.state.wandb_run_id,  # a resume continues this W&B run
+            "early_stopping": {"best": self.state.early_stopping_best, "stale": self.state.stale_evaluations,
+                               "stopped": self.state.early_stop},
         }

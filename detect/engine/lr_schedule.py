@@ -186,3 +186,38 @@ def _load_lambda_lr_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state
         sub.base_lrs = list(base_lrs)
         sub._last_lr = list(lrs)
     scheduler._last_lr = list(lrs)
+
+
+def replan_lr_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict) -> tuple[list[float], list[float]]:
+    """A resumed run whose schedule.epochs changed: take only the position (steps taken) from the
+    checkpoint's scheduler state and keep this run's plan (milestones, cosine length built from the
+    new epochs), then set the lr to what the new plan gives at that position. Returns (lr before,
+    lr after) per parameter group.
+
+    So a finished 12-epoch cosine run extended to 24 epochs continues on the 24-epoch curve (its lr
+    goes back up to where that curve is at iteration 12 x iters); a step schedule keeps its milestones
+    and, past the last one, goes on at the last lr (add milestones to decay again)."""
+    if "lr_lambdas" in state or "_schedulers" not in state:
+        raise CheckpointError("This checkpoint's lr schedule predates re-planning (a LambdaLR): resume it with its "
+                              "own schedule.epochs, or start a new run from its weights with runtime.load_from.")
+    subs = getattr(scheduler, "_schedulers", None)
+    if subs is None or len(subs) != len(state["_schedulers"]):
+        raise CheckpointError("The checkpoint's lr schedule has other schedulers than this run's: resume with the "
+                              "schedule the run was started with (only schedule.epochs may change).")
+    optimizer = scheduler.optimizer
+    before = [group["lr"] for group in optimizer.param_groups]
+    factors = [1.0] * len(optimizer.param_groups)
+    for sub, saved in zip(subs, state["_schedulers"]):
+        sub.last_epoch, sub._step_count = int(saved["last_epoch"]), int(saved["_step_count"])
+        if not hasattr(sub, "_get_closed_form_lr"):
+            raise CheckpointError(f"{type(sub).__name__} has no closed form, so its lr cannot be re-planned for a "
+                                  "new schedule.epochs: resume with the old value.")
+        closed = sub._get_closed_form_lr()
+        factors = [f * lr / base for f, lr, base in zip(factors, closed, sub.base_lrs)]
+    after = [group["initial_lr"] * f for group, f in zip(optimizer.param_groups, factors)]
+    for group, lr in zip(optimizer.param_groups, after):
+        group["lr"] = lr
+    for sub in subs:
+        sub._last_lr = list(after)
+    scheduler._last_lr = list(after)
+    return before, after

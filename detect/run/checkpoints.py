@@ -93,12 +93,12 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def is_better(new: float | None, best: float | None) -> bool:
-    """Higher is better; NaN/None never counts as better, nor does COCO's -1 ("nothing to score": the
-    split has no ground-truth box); an equal score keeps the old best."""
+def is_better(new: float | None, best: float | None, min_delta: float = 0.0) -> bool:
+    """Higher is better, by more than `min_delta`; NaN/None never counts as better, nor does COCO's -1
+    ("nothing to score": the split has no ground-truth box); an equal score keeps the old best."""
     if new is None or math.isnan(new) or new < 0:
         return False
-    return best is None or math.isnan(best) or new > best
+    return best is None or math.isnan(best) or new > best + min_delta
 
 
 def prune_epoch_checkpoints(folder: Path, max_keep: int) -> list[Path]:

@@ -64,6 +64,8 @@ class RunSummary:
     resumed_from: str | None = None
     error: str | None = None  # "ErrorType: message" of a failed run
     nonfinite_skipped: int | None = None  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
+    weights: str | None = None  # which weights the scores and checkpoints hold: "ema" (schedule.ema) or "raw"
+    stopped_early: str | None = None  # why the run ended before its last epoch (runtime.early_stopping)
     wandb_run_id: str | None = None
     # what detect.report needs to draw PR curves and the confusion matrix without the model
     classes: list[str] | None = None

@@ -23,7 +23,9 @@ class Hook:
         """Before the epoch's first step (`trainer.state.step` > 0 when resumed inside the epoch)."""
 
     def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
-        """After each optimizer step: the step's loss terms and their sum `loss` (skipped steps: not called)."""
+        """After each batch: its loss terms and their sum `loss` (skipped batches: not called). The
+        optimizer steps after every batch, or every schedule.accumulate batches (`state.iteration` counts
+        optimizer steps)."""
 
     def after_log(self, trainer: Trainer, record: dict) -> None:
         """Every runtime.log_interval steps: the averaged training record (mode, epoch, iter, step, lr, loss*, s/it)."""

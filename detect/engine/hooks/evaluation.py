@@ -30,12 +30,13 @@ class EvaluationHook(Hook):
         parts, epoch = trainer.parts, trainer.state.epoch
         tic = time.perf_counter()
         distributed.sync_buffers(parts.model, parts.place)
-        result = evaluate(parts.model, parts.val_loader, parts.device, parts.place,
+        result = evaluate(trainer.eval_model, parts.val_loader, parts.device, parts.place,
                           show=lambda batches: eval_bar(self.progress_mode, batches, len(parts.val_loader)))
         if result is None:  # not rank 0: its predictions went to rank 0, which scores them and keeps the best
             return
         metrics, detections = result
-        log.info("Evaluation after epoch %d (%d images%s, %.1fs):\n%s", epoch, metrics.pop("images"),
+        log.info("Evaluation after epoch %d (%s%d images%s, %.1fs):\n%s", epoch,
+                 "EMA weights, " if trainer.weights_name == "ema" else "", metrics.pop("images"),
                  f" on {parts.place.world_size} processes" if parts.place.enabled else "",
                  time.perf_counter() - tic, format_classwise_table(metrics))
         log.info("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_KEYS))

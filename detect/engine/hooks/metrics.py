@@ -61,10 +61,13 @@ class MetricsHook(Hook):
     def after_log(self, trainer, record: dict) -> None:
         if not self.metrics.enabled:
             return
-        # The run's remaining iterations at this pace (evaluations not counted).
-        remaining = trainer.epochs * trainer.parts.iters_per_epoch - record["iter"]
+        # The run's remaining batches at this pace (evaluations not counted; with schedule.accumulate
+        # `iter` counts optimizer steps, so batches are counted from the position instead).
+        steps = trainer.parts.iters_per_epoch
+        remaining = trainer.epochs * steps - (trainer.state.epoch * steps + trainer.state.step)
         log.info(format_losses(record, remaining * record["sec_per_iter"]), extra=FILE_ONLY if self.file_only else None)
         self.metrics.write(record)
 
     def after_evaluation(self, trainer, metrics: dict, detections: list[dict]) -> None:
-        self.metrics.write({"mode": "val", "epoch": trainer.state.epoch, "iter": trainer.state.iteration, **metrics})
+        self.metrics.write({"mode": "val", "epoch": trainer.state.epoch, "iter": trainer.state.iteration,
+                            "weights": trainer.weights_name, **metrics})

@@ -17,7 +17,7 @@ class SummaryHook(Hook):
         self.summary.update(
             classes=parts.classes, category_ids=parts.category_ids, data_root=data_root(trainer.cfg),
             data_files=parts.data_files(), epochs_done=trainer.state.epoch, wandb_run_id=trainer.state.wandb_run_id,
-            resumed_from=trainer.state.resumed_from,
+            resumed_from=trainer.state.resumed_from, weights=trainer.weights_name,
             **self._best(trainer))
 
     def after_evaluation(self, trainer, metrics: dict, detections: list[dict]) -> None:
@@ -31,6 +31,8 @@ class SummaryHook(Hook):
             self.summary.update(nonfinite_skipped=trainer.state.nonfinite_skipped)
 
     def after_train(self, trainer) -> None:
+        if trainer.state.early_stop:
+            self.summary.update(stopped_early=trainer.state.early_stop)
         self.summary.end(Status.FINISHED)
 
     def on_interrupt(self, trainer, consistent: bool) -> None:
