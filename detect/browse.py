@@ -1,9 +1,10 @@
 """Look at the training data before a long run: `python -m detect.browse [data=...] [key=value ...]`.
 
 Writes `num_images` images of a split with their boxes drawn as the detector receives them: after
-the data set's transforms (split=train: the training ones, random horizontal flip included; split=val:
-the evaluation ones) and after the model's resize (torchvision's GeneralizedRCNNTransform: the shorter
-side to min_size unless the longer would pass max_size). The config is the training config
+the data set's transforms (split=train: the training pipeline of data.aug as the first epoch draws it,
+flip, mosaic and the rest included; split=val: the evaluation ones) and after the model's resize
+(torchvision's GeneralizedRCNNTransform: the shorter side to min_size unless the longer would pass
+max_size; skipped for a pipeline that sizes training images itself, data.aug.resizes). The config is the training config
 (conf/browse.yaml starts from conf/train.yaml), so `data=trash data.root=/x`, `experiment=...` and
 `model=...` mean what they mean to `detect.train`. With no arguments it shows the demo data
 (generated on first use).
@@ -12,7 +13,7 @@ Written to outputs/<member>/browse/<data.name>_<time>/ (or `out=DIR`):
 - `NN_<image file stem>.png`: one per image, NN its place in the grid; boxes in one colour per class,
   labelled with the class name;
 - `grid.png`: all of them, `grid_columns` per row, each padded to the largest;
-- `browse.log`: one line per image (file, size shown, boxes per class, flipped or not).
+- `browse.log`: one line per image (file, size shown, boxes per class, flipped or not for data/aug=flip).
 
 The work is detect/plots/browse.py; this module parses (Hydra), calls and reports.
 """

@@ -25,7 +25,7 @@ def run_test_cli(args: list[str]):
     (["schedule.lrr=0.1"],
      ["Unknown config key 'schedule.lrr' (in schedule=demo). Did you mean 'schedule.lr'?",
       # lr_scheduler: the torch schedulers; momentum: in every schedule since the schema lists it (null for AdamW)
-      "Valid keys of schedule: auto_scale_lr, epochs, gamma, grad_clip, lr, lr_scheduler, milestones, momentum"]),
+      "Valid keys of schedule: accumulate, auto_scale_lr, ema, epochs, gamma, grad_clip, lr, lr_scheduler"]),
     (["model=cascade_rcnn", "model.neck.out_chanels=64"],
      ["Unknown config key 'model.neck.out_chanels' (in model=cascade_rcnn, model/neck=fpn).",
       "Did you mean 'model.neck.out_channels'?", "Valid keys of model.neck: ", "+model.neck.out_chanels=<value>"]),

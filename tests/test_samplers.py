@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import pytest
+import torch
 from PIL import Image
 
 from detect.data.build import build_loader
@@ -97,3 +99,82 @@ def test_the_training_loader_batches_landscape_and_portrait_images_apart(tmp_pat
         assert len({tuple(img.shape) for img in batch_images}) == 1  # one shape per batch: no padding waste
         seen += [t["image_id"] for t in targets]
     assert sorted(seen) == list(range(10))
+
+
+# Class imbalance: 20 images; class 1 in all of them, class 2 in two, class 3 in one; image 19 has no boxes.
+LABELS = [{1} for _ in range(16)] + [{1, 2}, {1, 2}, {1, 3}, set()]
+
+
+def test_repeat_factors_follow_lvis_rule_and_every_image_comes_at_least_once():
+    from detect.data.samplers import RepeatFactorPicker
+
+    picker = RepeatFactorPicker(LABELS, threshold=0.3, seed=0)
+    # f_1 = 19/20 -> r = 1; f_2 = 2/20 -> sqrt(0.3 / 0.1) = 1.732; f_3 = 1/20 -> sqrt(6) = 2.449
+    assert picker.class_factor[1] == 1.0
+    assert picker.class_factor[2] == pytest.approx(3 ** 0.5) and picker.class_factor[3] == pytest.approx(6 ** 0.5)
+    assert picker.image_factor[16] == pytest.approx(3 ** 0.5) and picker.image_factor[18] == pytest.approx(6 ** 0.5)
+    assert picker.repeats[:16] == [1] * 16 and picker.repeats[19] == 1
+    assert picker.repeats[16] in (1, 2) and picker.repeats[18] in (2, 3)
+    # Over many runs' seeds the rounding averages to the factor.
+    mean = sum(RepeatFactorPicker(LABELS, 0.3, seed).repeats[18] for seed in range(400)) / 400
+    assert mean == pytest.approx(6 ** 0.5, abs=0.08)
+    sampler = TrainBatchSampler(len(LABELS), 3, seed=1, picker=picker)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        counts = Counter(indices(sampler))
+        assert [counts[i] for i in range(len(LABELS))] == picker.repeats  # every image, its repeats, each epoch
+        assert len(list(sampler)) == len(sampler) == math.ceil(sum(picker.repeats) / 3)
+    assert "the rarest class 'c' (1 images, r=2.45) comes" in picker.summary(["a", "b", "c"])
+
+
+def test_repeats_get_their_own_augmentation_seeds_and_ddp_shards_are_disjoint():
+    from detect.data.samplers import RepeatFactorPicker
+
+    picker = RepeatFactorPicker(LABELS, threshold=0.3, seed=0)
+    single = TrainBatchSampler(len(LABELS), 2, seed=4, picker=picker)
+    single.set_epoch(2)
+    everything = list(single)
+    seeds_of_18 = [seed for batch in everything for index, seed, _ in batch if index == 18]
+    assert len(seeds_of_18) == picker.repeats[18] and len(set(seeds_of_18)) == len(seeds_of_18)
+    shares = []
+    for rank in range(2):
+        sampler = TrainBatchSampler(len(LABELS), 2, seed=4, rank=rank, world_size=2, picker=picker)
+        sampler.set_epoch(2)
+        shares.append(list(sampler))
+    assert len(shares[0]) == len(shares[1])
+    interleaved = [batch for pair in zip(*shares) for batch in pair]
+    assert interleaved[:len(everything)] == everything  # rank r takes batches r, r + 2, ...: no batch twice
+
+
+def test_class_aware_sampling_draws_every_class_about_equally_and_never_an_empty_image():
+    from detect.data.samplers import ClassAwarePicker
+
+    picker = ClassAwarePicker(LABELS, num_samples=3000)
+    drawn = picker.indices(torch.Generator().manual_seed(0))
+    assert 19 not in drawn
+    with_class_3 = sum(1 for i in drawn if 3 in LABELS[i])
+    assert with_class_3 == pytest.approx(1000, rel=0.1)  # a third of the draws, from 1 image of 20
+    sampler = TrainBatchSampler(len(LABELS), 4, seed=0, groups=[i % 2 for i in range(20)], picker=picker)
+    lengths = set()
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        lengths.add(len(list(sampler)))
+    assert lengths == {len(sampler)}  # the same length every epoch, whatever the group mix
+
+
+@pytest.mark.parametrize("name,words", [("repeat_factor", "repeat-factor sampling: "),
+                                        ("class_aware", "class-aware sampling: 8 draws per epoch")])
+def test_data_sampler_from_the_config_shapes_the_training_loader(tiny_demo_root, caplog, name, words):
+    from detect.engine.build import build_data
+    from detect.engine.distributed import SINGLE_PROCESS
+    from tests.conftest import TINY, compose_train
+
+    cfg = compose_train([f"data.root={tiny_demo_root}", *TINY, f"data.sampler.name={name}",
+                         "data.sampler.repeat_threshold=0.5"])
+    with caplog.at_level("INFO", logger="detect"):
+        train_set, _, loader, _ = build_data(cfg, SINGLE_PROCESS, torch.device("cpu"))
+    assert f"data.sampler={name}: {words}" in caplog.text and "the rarest class" in caplog.text
+    loader.batch_sampler.set_epoch(0)
+    images, targets = next(iter(loader))
+    assert 1 <= len(images) <= 2 and all(len(t["boxes"]) > 0 for t in targets)
+    assert len(loader) == len(loader.batch_sampler) >= len(train_set) // 2

@@ -131,11 +131,16 @@ RULES: dict[str, dict[str, Rule]] = {
         "runtime.early_stopping.patience": _range(low=1, example="5"),
         "runtime.early_stopping.min_delta": _range(low=0, example="0.002"),
         "data.batch_size": _range(low=1, example="4"),
+        "data.sampler.name": _choice("uniform", "repeat_factor", "class_aware", example="repeat_factor"),
+        "data.sampler.repeat_threshold": _range(above=0, high=1, example="0.1"),
+        "data.sampler.samples_per_epoch": _range(low=1, example="2000"),
         "data.min_size": _range(low=1, example="800"),
         "data.max_size": _range(low=1, example="1333"),
         "data.fold": _range(low=0, example="0"),
         "data.hflip_prob": _range(low=0, high=1, example="0.5"),
         "data.pad_divisor": _range(low=1, example="32"),
+        "data.aug.min_box_size": _range(low=0, example="1"),
+        "data.aug.close_at_epoch": _range(low=1, example="12"),  # 1-based, as the log counts epochs
         "runtime.seed": _range(low=0, high=2**32 - 1, example="42"),
         "runtime.amp": _choice(False, True, "fp16", "bf16", example="bf16"),  # mixed types: Any in the schema
         "runtime.threads": _range(low=1, example="4"),

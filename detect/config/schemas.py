@@ -124,6 +124,26 @@ class RuntimeSchema:
 
 # ---------------------------------------------------------------------------------------- data
 @dataclass
+class AugSchema:
+    """conf/data/aug/*.yaml: the training augmentation pipeline (detect/data/pipeline.py)."""
+
+    name: str = MISSING
+    resizes: bool = MISSING  # the pipeline sizes training images: the detector does not resize them again
+    min_box_size: float | None = MISSING  # the box rule's pixels; null: no box rule
+    close_at_epoch: int | None = MISSING  # 1-based epoch from which mosaic/mixup are off
+    transforms: list[Any] = MISSING  # `_target_` nodes: open (checked when the pipeline is built)
+
+
+@dataclass
+class SamplerSchema:
+    """data.sampler (detect/data/samplers.py); defaults, so data configs written before it compose."""
+
+    name: str = "uniform"  # one of SAMPLERS (checked by config_check)
+    repeat_threshold: float = 0.1
+    samples_per_epoch: int | None = None
+
+
+@dataclass
 class DataSchema:
     """conf/data/coco.yaml and every data config that starts from it."""
 
@@ -147,6 +167,8 @@ class DataSchema:
     pad_divisor: int = MISSING
     hflip_prob: float = MISSING
     batch_size: int = MISSING
+    sampler: SamplerSchema = field(default_factory=SamplerSchema)
+    aug: AugSchema = field(default_factory=AugSchema)
 
 
 @dataclass

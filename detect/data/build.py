@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 from pathlib import Path
@@ -13,9 +14,19 @@ from torch.utils.data import DataLoader
 
 from detect.data.coco import CocoDetection, collate
 from detect.data.demo import demo_data_ready
-from detect.data.samplers import ShardSampler, TrainBatchSampler, aspect_ratio_groups
+from detect.data.pipeline import AugmentPipeline, build_train_pipeline
+from detect.data.samplers import (
+    ClassAwarePicker,
+    RepeatFactorPicker,
+    ShardSampler,
+    TrainBatchSampler,
+    aspect_ratio_groups,
+    labels_per_image,
+)
 from detect.data.transforms import detection_transforms
 from detect.errors import DataConfigError
+
+log = logging.getLogger("detect")
 
 
 def annotation_files(data: DictConfig) -> dict[str, str | None]:
@@ -81,7 +92,11 @@ def build_dataset(data: DictConfig, split: str, train: bool, classes: list[str] 
     root = check_root(data, [split])
     ann = annotation_files(data)[split]
     # float_output=False (training on a GPU): uint8 images, converted to float on the GPU (move_to).
-    transforms = detection_transforms(data.hflip_prob if train else 0.0, float_output=float_output)
+    # Training: the data.aug pipeline (detect/data/pipeline.py); evaluation: no augmentation.
+    transforms = (build_train_pipeline(data, float_output=float_output) if train
+                  else detection_transforms(0.0, float_output=float_output))
+    if isinstance(transforms, AugmentPipeline):
+        log.info("Training augmentation data/aug=%s: %s", transforms.name, transforms.describe())
     if classes is None and data.get("classes") is not None:
         classes, classes_source = list(data.classes), "data.classes"
     # Checked once here (detect.data.validate), for training and detect.test alike: the image files
@@ -117,9 +132,25 @@ def seed_worker(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def image_picker(dataset: CocoDetection, sampler: dict | None, seed: int):
+    """data.sampler -> the picker of each epoch's images (None: uniform, each image once)."""
+    name = (sampler or {}).get("name", "uniform")
+    if name == "uniform":
+        return None
+    labels = labels_per_image(dataset)
+    if name == "repeat_factor":
+        picker = RepeatFactorPicker(labels, float(sampler["repeat_threshold"]), seed)
+    elif name == "class_aware":
+        picker = ClassAwarePicker(labels, int(sampler.get("samples_per_epoch") or len(dataset)))
+    else:
+        raise DataConfigError(f"data.sampler.name={name!r} is not one of uniform, repeat_factor, class_aware")
+    log.info("data.sampler=%s: %s", name, picker.summary(dataset.classes))
+    return picker
+
+
 def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: int, seed: int,
                  pin_memory: bool = False, persistent_workers: bool = False, group_by_aspect_ratio: bool = True,
-                 rank: int = 0, world_size: int = 1) -> DataLoader:
+                 rank: int = 0, world_size: int = 1, sampler: dict | None = None) -> DataLoader:
     """The training loader (seeded shuffled batches, grouped by aspect ratio, this rank's share; call
     `loader.batch_sampler.set_epoch(e)` before each epoch) or the evaluation loader (this rank's
     images in order). See detect/data/samplers.py."""
@@ -137,7 +168,9 @@ def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: 
     )
     if train:
         groups = aspect_ratio_groups(dataset.aspect_ratios()) if group_by_aspect_ratio else None
-        sampler = TrainBatchSampler(len(dataset), batch_size, seed, groups, rank=rank, world_size=world_size)
+        picker = image_picker(dataset, sampler, seed)
+        sampler = TrainBatchSampler(len(dataset), batch_size, seed, groups, rank=rank, world_size=world_size,
+                                    picker=picker)
         return DataLoader(dataset, batch_sampler=sampler, **common)
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
                       drop_last=False, **common)

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from detect.data.pipeline import AugmentPipeline
 from detect.data.transforms import detection_transforms
 from detect.data.validate import check_categories, log_report, validate_coco
 from detect.errors import DataConfigError
@@ -215,8 +216,9 @@ class CocoDetection(Dataset):
             ratios.append(width / height if ok else None)
         return ratios
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        index, seed = (key[0], key[1]) if isinstance(key, tuple) else (key, None)
+    def load_sample(self, index: int) -> tuple[tv_tensors.Image, dict]:
+        """Image `index` as decoded (uint8 Image) and its target (`boxes` as BoundingBoxes, xyxy pixels),
+        before any transform; an unreadable image is stood in for as data.skip_bad_images says."""
         image = self.read_image(index) if index not in self.bad_images else None
         if image is None and self.on_bad_image == "substitute":
             # A deterministic stand-in (the next readable index), so every epoch has its full length.
@@ -235,11 +237,23 @@ class CocoDetection(Dataset):
             image = torch.zeros((3, height, width), dtype=torch.uint8)
         target = self.target(index)
         target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=image.shape[-2:])
+        return tv_tensors.Image(image), target
+
+    def __getitem__(self, key: int | tuple[int, int] | tuple[int, int, int]):
+        """`index`, or the training sampler's `(index, augmentation seed, epoch)` (detect/data/samplers.py;
+        `(index, seed)` means epoch 0): the transforms run on torch's RNG seeded with the seed."""
+        index, seed, epoch = (key + (0,))[:3] if isinstance(key, tuple) else (key, None, 0)
         if seed is None:
-            return self.transforms(tv_tensors.Image(image), target)
+            return self.transform(*self.load_sample(index), epoch)
         with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays untouched
             torch.manual_seed(seed)
-            return self.transforms(tv_tensors.Image(image), target)
+            # Inside: mosaic's and mixup's other images are picked on the same seeded RNG.
+            return self.transform(*self.load_sample(index), epoch)
+
+    def transform(self, image: tv_tensors.Image, target: dict, epoch: int):
+        if isinstance(self.transforms, AugmentPipeline):  # may read other images (mosaic) and the epoch
+            return self.transforms(image, target, source=self, epoch=epoch)
+        return self.transforms(image, target)
 
 
 def collate(batch):

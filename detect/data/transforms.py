@@ -8,7 +8,9 @@ to pass from the worker processes and to copy to the GPU) and `to_float` convert
 (detect.engine.inference.move_to); on a CPU the loader workers convert them, in parallel, because there
 the main process is busy training (measured in benchmarks/data_throughput.py). Resizing,
 normalization and padding happen inside the detector (torchvision's GeneralizedRCNNTransform, sized
-from the data config), so predicted boxes come back in pixels of the original image.
+from the data config), so predicted boxes come back in pixels of the original image; a training
+pipeline of data.aug that sizes the images itself (detect/data/pipeline.py) switches the detector's
+training resize off. The training pipelines are built in detect/data/pipeline.py from data.aug.
 """
 
 from __future__ import annotations

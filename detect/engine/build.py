@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 import hydra.errors
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from detect.data.build import annotation_files, build_dataset, build_loader
@@ -144,8 +144,11 @@ def build_data(cfg: DictConfig, place: distributed.Dist, device: torch.device):
     loader_options = dict(workers=rt.workers, seed=rt.seed, pin_memory=pin,
                           persistent_workers=bool(rt.get("persistent_workers", False)),
                           rank=place.rank, world_size=place.world_size)
+    sampler = cfg.data.get("sampler")
     train_loader = build_loader(train_set, cfg.data.batch_size, True,
-                                group_by_aspect_ratio=bool(rt.get("group_by_aspect_ratio", True)), **loader_options)
+                                group_by_aspect_ratio=bool(rt.get("group_by_aspect_ratio", True)),
+                                sampler=OmegaConf.to_container(sampler) if sampler is not None else None,
+                                **loader_options)
     val_loader = build_loader(val_set, cfg.data.batch_size, False, **loader_options) if val_set else None
     return train_set, val_set, train_loader, val_loader
 

@@ -214,7 +214,10 @@ def replan_lr_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: d
                                   "new schedule.epochs: resume with the old value.")
         closed = sub._get_closed_form_lr()
         factors = [f * lr / base for f, lr, base in zip(factors, closed, sub.base_lrs)]
-    after = [group["initial_lr"] * f for group, f in zip(optimizer.param_groups, factors)]
+    planned = [group["initial_lr"] * f for group, f in zip(optimizer.param_groups, factors)]
+    # Where the new plan agrees with the lr the run had, the run's own value stays (bit for bit as if
+    # it had never stopped); the closed form differs from the stepped value in the last digits.
+    after = [lr if math.isclose(lr, new, rel_tol=1e-9) else new for lr, new in zip(before, planned)]
     for group, lr in zip(optimizer.param_groups, after):
         group["lr"] = lr
     for sub in subs:

@@ -197,7 +197,8 @@ class CascadeRCNN(GeneralizedRCNN):
 
 def build_cascade_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], rpn: dict, roi: dict,
                        stages: dict, min_size: int, max_size: int, image_mean: Sequence[float],
-                       image_std: Sequence[float], size_divisible: int, name: str = "cascade_rcnn") -> CascadeRCNN:
+                       image_std: Sequence[float], size_divisible: int, name: str = "cascade_rcnn",
+                       skip_train_resize: bool = False) -> CascadeRCNN:
     """Cascade R-CNN with the backbone, neck and RPN of Faster R-CNN and `len(stages.iou_thresholds)` box
     stages sharing one RoIAlign (7x7 over the neck levels of stride <= 32). Same input and output as
     `build_faster_rcnn`: labels 1..num_classes, boxes xyxy in pixels of the original image."""
@@ -216,5 +217,5 @@ def build_cascade_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[...
         detections_per_img=roi["detections_per_img"],
         smooth_l1_beta=stages["smooth_l1_beta"],
     )
-    transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible)
+    transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible, skip_train_resize)
     return CascadeRCNN(body, region_proposal_network(body, rpn), heads, transform)

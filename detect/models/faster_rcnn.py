@@ -26,12 +26,15 @@ class FasterRCNN(GeneralizedRCNN):
 
 def build_faster_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], rpn: dict, roi: dict,
                       min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
-                      size_divisible: int, name: str = "faster_rcnn") -> FasterRCNN:
+                      size_divisible: int, name: str = "faster_rcnn",
+                      skip_train_resize: bool = False) -> FasterRCNN:
     """Build the detector. `num_classes` counts the foreground classes (the data's class list);
     torchvision's background class 0 is added here, so predicted labels are 1..num_classes.
 
     Input: float images in [0, 1], CxHxW, any size. Output (eval): per image {"boxes": (N, 4) xyxy in
     pixels of the original image, "labels": (N,) int64, "scores": (N,)}; (train): a dict of losses.
+    `skip_train_resize` (data.aug.resizes): training images come sized by the data pipeline and are
+    not resized again; evaluation images are.
     """
     body = BackboneWithNeck(backbone, neck)
     roi_pool = MultiScaleRoIAlign(roi_feature_names(body), output_size=7, sampling_ratio=roi["sampling_ratio"])
@@ -48,5 +51,5 @@ def build_faster_rcnn(num_classes: int, backbone: nn.Module, neck: Callable[...,
         nms_thresh=roi["nms_thresh"],
         detections_per_img=roi["detections_per_img"],
     )
-    transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible)
+    transform = image_transform(min_size, max_size, image_mean, image_std, size_divisible, skip_train_resize)
     return FasterRCNN(body, region_proposal_network(body, rpn), roi_heads, transform)

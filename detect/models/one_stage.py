@@ -16,7 +16,7 @@ from torchvision.models.detection.fcos import FCOS
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
 from detect.errors import ConfigError
-from detect.models.parts import BOX_HEAD_NORMS, BackboneWithNeck, anchor_generator
+from detect.models.parts import BOX_HEAD_NORMS, BackboneWithNeck, anchor_generator, image_transform
 
 # torchvision's RetinaNet box losses (its regression head's _loss_type): l1 in v1, giou in v2.
 RETINANET_BOX_LOSSES = ("l1", "smooth_l1", "giou", "ciou", "diou")
@@ -50,9 +50,20 @@ def _shared_arguments(num_classes: int, head: dict, min_size: int, max_size: int
             "topk_candidates": head["topk_candidates"]}
 
 
+def with_our_transform(model: OneBasedRetinaNet | OneBasedFCOS, skip_train_resize: bool):
+    """Replace the GeneralizedRCNNTransform torchvision's RetinaNet/FCOS built for itself by ours, with the
+    same sizes, so `skip_train_resize` (data.aug.resizes: the data pipeline sized the training images)
+    works as in the two-stage models."""
+    old = model.transform
+    model.transform = image_transform(old.min_size, old.max_size, old.image_mean, old.image_std,
+                                      old.size_divisible, skip_train_resize)
+    return model
+
+
 def build_retinanet(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], anchors: dict,
                     head: dict, min_size: int, max_size: int, image_mean: Sequence[float],
-                    image_std: Sequence[float], size_divisible: int, name: str = "retinanet") -> OneBasedRetinaNet:
+                    image_std: Sequence[float], size_divisible: int, name: str = "retinanet",
+                    skip_train_resize: bool = False) -> OneBasedRetinaNet:
     """RetinaNet (Lin et al. 2017): anchors `anchors.octave_base_scale` x stride at
     `anchors.scales_per_octave` scales and `anchors.ratios` on every neck level; focal loss; anchors
     with IoU >= `head.fg_iou_thresh` are positive, < `head.bg_iou_thresh` negative. `head.norm`
@@ -69,20 +80,22 @@ def build_retinanet(num_classes: int, backbone: nn.Module, neck: Callable[..., n
     subnets = RetinaNetHead(body.out_channels, anchor_boxes.num_anchors_per_location()[0], num_classes,
                             norm_layer=BOX_HEAD_NORMS[norm])
     subnets.regression_head._loss_type = box_loss  # torchvision's own switch (its v2 builder sets it so)
-    return OneBasedRetinaNet(
+    model = OneBasedRetinaNet(
         body, anchor_generator=anchor_boxes, head=subnets,
         fg_iou_thresh=head["fg_iou_thresh"], bg_iou_thresh=head["bg_iou_thresh"],
         **_shared_arguments(num_classes, head, min_size, max_size, image_mean, image_std, size_divisible))
+    return with_our_transform(model, skip_train_resize)
 
 
 def build_fcos(num_classes: int, backbone: nn.Module, neck: Callable[..., nn.Module], head: dict,
                min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
-               size_divisible: int, name: str = "fcos") -> OneBasedFCOS:
+               size_divisible: int, name: str = "fcos", skip_train_resize: bool = False) -> OneBasedFCOS:
     """FCOS (Tian et al. 2019): anchor-free, one point per feature-map cell of every neck level, with
     centre sampling (`head.center_sampling_radius` strides) and a centerness branch."""
     body = BackboneWithNeck(backbone, neck)
     # torchvision's FCOS reads only the centre and size of a single square "anchor" per cell: its stride.
     points = anchor_generator(body.strides, octave_base_scale=1, ratios=[1.0])
-    return OneBasedFCOS(
+    model = OneBasedFCOS(
         body, anchor_generator=points, center_sampling_radius=head["center_sampling_radius"],
         **_shared_arguments(num_classes, head, min_size, max_size, image_mean, image_std, size_divisible))
+    return with_our_transform(model, skip_train_resize)

@@ -113,10 +113,27 @@ def box_head(in_channels: int, roi: dict) -> nn.Module:
                               norm_layer=BOX_HEAD_NORMS[norm])
 
 
+class DetectorImageTransform(GeneralizedRCNNTransform):
+    """torchvision's transform with one switch: `skip_train_resize` (the data pipeline sized the
+    training images: data/aug=multiscale, lsj, strong) leaves training images at their size; they are
+    still normalized and padded. Evaluation always resizes, so its boxes come back in original pixels.
+    (torchvision has the same switch as a private `_skip_resize` keyword: not ours to rely on.)"""
+
+    def __init__(self, *args, skip_train_resize: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_train_resize = skip_train_resize
+
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
+        if self.training and self.skip_train_resize:
+            return image, target
+        return super().resize(image, target)
+
+
 def image_transform(min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
-                    size_divisible: int) -> GeneralizedRCNNTransform:
-    """Resize so the shorter side is `min_size` unless the longer would pass `max_size`, normalize,
-    pad the batch to a multiple of `size_divisible`; detections are mapped back to the original pixels.
-    The sizes come from the data config, never torchvision's 800/1333 defaults."""
-    return GeneralizedRCNNTransform(min_size, max_size, list(image_mean), list(image_std),
-                                    size_divisible=size_divisible)
+                    size_divisible: int, skip_train_resize: bool = False) -> DetectorImageTransform:
+    """Resize so the shorter side is `min_size` unless the longer would pass `max_size` (in training
+    not when `skip_train_resize`), normalize, pad the batch to a multiple of `size_divisible`;
+    detections are mapped back to the original pixels. The sizes come from the data config, never
+    torchvision's 800/1333 defaults."""
+    return DetectorImageTransform(min_size, max_size, list(image_mean), list(image_std),
+                                  size_divisible=size_divisible, skip_train_resize=skip_train_resize)

@@ -75,17 +75,19 @@ def browse(cfg: DictConfig) -> Path:
     model = cfg.model
     min_size, max_size = int(model.min_size), int(model.max_size)
     resize = image_transform(min_size, max_size, model.image_mean, model.image_std, int(model.size_divisible)).eval()
+    # A pipeline that sizes the training images itself (data/aug=multiscale, lsj, strong): the detector
+    # leaves them as they are in training (model.skip_train_resize), so they are shown as they come.
+    model_resizes = not (split == "train" and bool(model.get("skip_train_resize", False)))
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     count = min(int(cfg.num_images), len(dataset))
     indexes = torch.randperm(len(dataset), generator=generator)[:count].tolist()
     aug_seeds = torch.randint(0, 2**62, (count,), generator=generator).tolist()  # as the training sampler draws them
-    flip_prob = float(data.hflip_prob) if split == "train" else 0.0
-    transforms = (f"training transforms (horizontal flip p={flip_prob:g})" if split == "train"
-                  else "evaluation transforms")
-    log.info("Browsing %d of the %d images of %s (%s split, data=%s) after the %s, seed %d; shown at the model's "
-             "input size: shorter side %d px unless the longer would pass %d px.", count, len(dataset),
-             dataset.ann_file, split, data.name, transforms, int(cfg.seed), min_size, max_size)
+    pipeline, flip_only = pipeline_description(data, dataset.transforms, split)
+    sizes = (f"shown at the model's input size: shorter side {min_size} px unless the longer would pass {max_size} px"
+             if model_resizes else "shown at the size the pipeline gives them (the model does not resize them)")
+    log.info("Browsing %d of the %d images of %s (%s split, data=%s) after the %s, seed %d, epoch 1; %s.", count,
+             len(dataset), dataset.ann_file, split, data.name, pipeline, int(cfg.seed), sizes)
     if count < int(cfg.num_images):
         log.info("num_images=%d: the split holds only %d images, all of them are shown.", cfg.num_images, count)
 
@@ -97,13 +99,17 @@ def browse(cfg: DictConfig) -> Path:
     info_of_id = {info["id"]: info for info in dataset.images}
     drawn = []
     for place, (index, aug_seed) in enumerate(zip(indexes, aug_seeds)):
-        image, target = dataset[(index, aug_seed)]
+        image, target = dataset[(index, aug_seed, 0)]  # epoch 0 (the first): mosaic is on unless close_at_epoch=1
         info = info_of_id[target["image_id"]]  # by id: a substituted unreadable image names its stand-in
-        flipped = was_flipped(dataset, index, image) if flip_prob > 0 else "no"
+        may_flip = split == "train" and float(data.hflip_prob) > 0
+        flipped = (", flipped: " + (was_flipped(dataset, index, image) if may_flip else "no")) if flip_only else ""
         height, width = image.shape[-2:]
-        # The resize interpolates floats; values stay in 0..255, so rounding gives back a uint8 image.
-        resized, resized_target = resize.resize(image.float(), {"boxes": target["boxes"].clone()})
-        shown = resized.round().clamp(0, 255).to(torch.uint8)
+        if model_resizes:
+            # The resize interpolates floats; values stay in 0..255, so rounding gives back a uint8 image.
+            resized, resized_target = resize.resize(image.float(), {"boxes": target["boxes"].clone()})
+            shown = resized.round().clamp(0, 255).to(torch.uint8)
+        else:
+            shown, resized_target = image, target
         labels = target["labels"].tolist()
         names = [dataset.classes[label - 1] for label in labels]
         line_width = max(2, round(max(shown.shape[-2:]) / 300))  # visible on a 1333 px image, not heavy on 256 px
@@ -113,12 +119,27 @@ def browse(cfg: DictConfig) -> Path:
         name = f"{place:0{len(str(count - 1))}d}_{Path(info['file_name']).stem}.png"
         write_png(picture, str(out_dir / name))
         drawn.append(picture)
-        log.info("%s: %s, %dx%d shown (%dx%d loaded), %d boxes%s, flipped: %s", name, info["file_name"],
+        log.info("%s: %s, %dx%d shown (%dx%d loaded), %d boxes%s%s", name, info["file_name"],
                  picture.shape[-1], picture.shape[-2], width, height, len(labels), class_counts(names), flipped)
 
     write_png(grid(drawn, int(cfg.grid_columns)), str(out_dir / "grid.png"))
     log.info("Wrote %d images and grid.png to %s", len(drawn), out_dir)
     return out_dir
+
+
+def pipeline_description(data: DictConfig, transforms, split: str) -> tuple[str, bool]:
+    """What the log says the images went through, and whether it is a flip at most (then each image's
+    log line says whether it was flipped)."""
+    from detect.data.pipeline import AugmentPipeline
+
+    if split != "train":
+        return "evaluation transforms", True
+    if not isinstance(transforms, AugmentPipeline):  # a config from before data.aug: the flip
+        return f"training transforms (horizontal flip p={float(data.hflip_prob):g})", True
+    names = {type(step).__name__ for step in transforms.steps}
+    if names <= {"RandomHorizontalFlip"}:
+        return f"training transforms (horizontal flip p={float(data.hflip_prob):g})", True
+    return f"training pipeline data/aug={transforms.name} ({transforms.describe()})", False
 
 
 def was_flipped(dataset, index: int, image) -> str:
