@@ -24,7 +24,8 @@ REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 EXAMPLE = "member=member_c name=cascade_lr model=cascade_rcnn"
 KEYS = {"member", "name", "model", "data", "schedule", "fold", "conf_dir"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # one folder or file name, no path tricks
-SUB_GROUPS = {"model": {"backbone", "neck"}}  # chosen as model/backbone=..., not options of model
+# Chosen as model/backbone=..., data/aug=..., schedule/lr_decay=...: not options of their parent group.
+SUB_GROUPS = {"model": {"backbone", "neck"}, "data": {"aug"}, "schedule": {"lr_decay"}}
 
 
 class ScaffoldError(UsageError):

@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from detect.config.schemas import register_schemas
+from detect.new_experiment import SUB_GROUPS  # model/backbone=..., data/aug=...: not options of their group
 from tests.conftest import CONF, compose_train
 
 register_schemas()  # conf/ names its schemas (/schema/...); detect.config.register_resolvers will do it too
@@ -15,14 +16,12 @@ register_schemas()  # conf/ names its schemas (/schema/...); detect.config.regis
 GROUPS = ["model", "data", "schedule", "runtime"]
 
 
-# Selected as model/backbone=..., not as options of their group.
-SUB_GROUPS = {"model": ["backbone", "neck"], "schedule": ["lr_decay"], "data": ["aug"]}
 
 
 def options(group: str) -> list[str]:
     """Options of a group, a member's own (model=member_a/cascade_bifpn) included, its sub-groups excluded."""
     paths = [p.relative_to(CONF / group) for p in (CONF / group).rglob("*.yaml")]
-    return sorted(p.with_suffix("").as_posix() for p in paths if p.parts[0] not in SUB_GROUPS.get(group, []))
+    return sorted(p.with_suffix("").as_posix() for p in paths if p.parts[0] not in SUB_GROUPS.get(group, set()))
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -35,6 +35,8 @@ def tiny_overrides(experiment: str, root) -> list[str]:
     overrides += [o for o in TINY if not o.startswith("data.demo.") or "demo" in cfg.data]
     if OmegaConf.select(cfg, "model.backbone.weights"):
         overrides.append("model.backbone.weights=null")  # no internet here; the real path is tested elsewhere
+    if OmegaConf.select(cfg, "runtime.load_from"):
+        overrides.append("runtime.load_from=null")  # a COCO start: tested offline in tests/test_pretrained.py
     return overrides
 
 
