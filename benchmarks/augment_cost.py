@@ -31,7 +31,7 @@ from detect.data.build import build_dataset
 from detect.data.demo import prepare_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINES = ["flip", "multiscale", "lsj", "photometric", "strong"]
+PIPELINES = ["flip", "multiscale", "lsj", "photometric", "multiscale_photometric", "strong"]
 
 
 def compose_config(aug: str, extra: list[str]):
@@ -86,14 +86,14 @@ def main() -> None:
 
     base = None
     print(f"{args.repeats} rounds x {args.iters} iterations of {args.batch} images, medians:")
-    print(f"{'pipeline':<12} {'data ms/iter':>12} {'step ms/iter':>12} {'total ms':>9} {'vs flip':>8} "
+    print(f"{'pipeline':<22} {'data ms/iter':>12} {'step ms/iter':>12} {'total ms':>9} {'vs flip':>8} "
           f"{'model input px':>15}")
     for aug in PIPELINES:
         data = statistics.median(t[0] for t in times[aug]) * 1000
         step = statistics.median(t[1] for t in times[aug]) * 1000
         side = statistics.mean(t[2] for t in times[aug]) ** 0.5  # the side of a square of the same area
         base = base or data + step
-        print(f"{aug:<12} {data:>12.1f} {step:>12.1f} {data + step:>9.1f} {(data + step) / base:>7.2f}x "
+        print(f"{aug:<22} {data:>12.1f} {step:>12.1f} {data + step:>9.1f} {(data + step) / base:>7.2f}x "
               f"{f'~{side:.0f}x{side:.0f}':>15}")
 
 
