@@ -18,11 +18,16 @@ TARGETS = [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 70.0, 60
            {"boxes": torch.tensor([[10.0, 20.0, 50.0, 90.0]]), "labels": torch.tensor([4])}]
 
 
+# transformers detectors (tests/test_hf_detr.py): their own input size, and COCO weights from the hub by default.
+HF_MODELS = {"rtdetr_v2_r18", "rtdetr_v2_r50", "dfine_s", "dfine_m", "rf_detr_base", "deformable_detr"}
+TORCHVISION_MODELS = [m for m in options("model") if m not in HF_MODELS]
+
+
 def model_container(*overrides: str) -> dict:
     return OmegaConf.to_container(compose_train(["data=demo", *overrides]).model, resolve=True)
 
 
-@pytest.mark.parametrize("model", [m for m in options("model") if m != "cascade_rcnn_r101"])
+@pytest.mark.parametrize("model", [m for m in TORCHVISION_MODELS if m != "cascade_rcnn_r101"])
 def test_every_model_trains_a_step_and_predicts_in_torchvisions_format(model):
     cfg = compose_train([f"model={model}", *SMALL])
     torch.manual_seed(0)
@@ -43,7 +48,7 @@ def test_every_model_trains_a_step_and_predicts_in_torchvisions_format(model):
 
 
 def test_every_model_takes_its_image_size_and_normalization_from_the_data():
-    for model in options("model"):
+    for model in [*TORCHVISION_MODELS, "deformable_detr"]:  # RT-DETR, D-FINE and RF-DETR stretch to their own square
         m = compose_train([f"model={model}", "data=trash"]).model
         assert (m.min_size, m.max_size, m.size_divisible, list(m.image_std)) == (1024, 1024, 32, [0.229, 0.224, 0.225])
 

@@ -162,6 +162,8 @@ def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> torc
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     parts = [f"{key} {cfg.model[key]._target_.rsplit('.', 1)[-1]}" for key in ("backbone", "neck")
              if "_target_" in cfg.model.get(key, {})]
+    if hasattr(model, "detector"):  # a transformers detector behind detect's contract (detect/models/hf_detr.py)
+        parts = [f"transformers {type(model.detector).__name__}"]
     log.info("Model %s: %s (%s), %.1fM parameters, %.1fM trainable", cfg.model.name, type(model).__name__,
              ", ".join(parts) or "no backbone/neck keys", total / 1e6, trainable / 1e6)
     return model
@@ -172,18 +174,20 @@ NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.n
 
 def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, paramwise) -> list[dict]:
     """The trainable parameters in groups by (lr multiplier, weight decay multiplier), MMDetection's
-    paramwise_cfg: the backbone (`backbone.body.*`) gets lr x backbone_lr_mult; norm layers' weights
-    and biases weight_decay x norm_decay_mult, other biases x bias_decay_mult. With every multiplier
+    paramwise_cfg: the backbone (`backbone.body.*`, or the model's own `backbone_prefix`) gets lr x
+    backbone_lr_mult; norm layers' weights and biases weight_decay x norm_decay_mult, other biases x
+    bias_decay_mult. With every multiplier
     at 1 there is one group, as before these keys existed (checkpoints stay compatible). The group
     with the plain lr comes first: the log's lr is the first group's."""
     norm_params = {id(p) for module in model.modules() if isinstance(module, NORM_LAYERS)
                    for p in module.parameters(recurse=False)}
     backbone_mult = float(paramwise.get("backbone_lr_mult", 1.0))
+    backbone = getattr(model, "backbone_prefix", "backbone.body.")  # transformers detectors name theirs
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr_mult = backbone_mult if name.startswith("backbone.body.") else 1.0
+        lr_mult = backbone_mult if name.startswith(backbone) else 1.0
         if id(param) in norm_params:
             decay_mult = float(paramwise.get("norm_decay_mult", 1.0))
         elif name.endswith(".bias"):

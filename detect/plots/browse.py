@@ -54,6 +54,7 @@ def browse(cfg: DictConfig) -> Path:
     from detect.data.build import annotation_files, build_dataset
     from detect.data.demo import prepare_demo_data
     from detect.errors import ConfigError
+    from detect.models.hf_detr import hf_image_transform
     from detect.models.parts import image_transform
 
     check_options(cfg)
@@ -74,7 +75,10 @@ def browse(cfg: DictConfig) -> Path:
     # section's keys (which follow data.min_size/max_size unless a model config sets its own).
     model = cfg.model
     min_size, max_size = int(model.min_size), int(model.max_size)
-    resize = image_transform(min_size, max_size, model.image_mean, model.image_std, int(model.size_divisible)).eval()
+    square = model.get("resize") == "square"  # transformers detectors (RT-DETR, D-FINE): stretched to a square
+    resize = hf_image_transform("square", min_size, max_size, model.image_mean, model.image_std,
+                                int(model.size_divisible)).eval() if square else \
+        image_transform(min_size, max_size, model.image_mean, model.image_std, int(model.size_divisible)).eval()
     # A pipeline that sizes the training images itself (data/aug=multiscale, lsj, strong): the detector
     # leaves them as they are in training (model.skip_train_resize), so they are shown as they come.
     model_resizes = not (split == "train" and bool(model.get("skip_train_resize", False)))
@@ -84,8 +88,10 @@ def browse(cfg: DictConfig) -> Path:
     indexes = torch.randperm(len(dataset), generator=generator)[:count].tolist()
     aug_seeds = torch.randint(0, 2**62, (count,), generator=generator).tolist()  # as the training sampler draws them
     pipeline, flip_only = pipeline_description(data, dataset.transforms, split)
-    sizes = (f"shown at the model's input size: shorter side {min_size} px unless the longer would pass {max_size} px"
-             if model_resizes else "shown at the size the pipeline gives them (the model does not resize them)")
+    sizes = (f"shown at the model's input size: stretched to {min_size} x {min_size} px" if model_resizes and square
+             else f"shown at the model's input size: shorter side {min_size} px unless the longer would pass "
+             f"{max_size} px" if model_resizes
+             else "shown at the size the pipeline gives them (the model does not resize them)")
     log.info("Browsing %d of the %d images of %s (%s split, data=%s) after the %s, seed %d, epoch 1; %s.", count,
              len(dataset), dataset.ann_file, split, data.name, pipeline, int(cfg.seed), sizes)
     if count < int(cfg.num_images):
