@@ -249,3 +249,11 @@ def test_a_small_rtdetr_learns_four_demo_images(tmp_path):
                     "runtime.checkpoint_interval=100"], timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((run_dir / "summary.json").read_text())["best_score"] >= 0.8
+
+
+def test_an_input_too_small_for_the_queries_says_what_to_change():
+    model = tiny_model("rf_detr_base").eval()
+    model.transform.min_size = (56,)  # 4 x 4 patches for 30 queries
+    with pytest.raises(ConfigError, match="fewer feature positions than the model's 30 queries.*model.min_size"):
+        with torch.no_grad():
+            model(IMAGES)

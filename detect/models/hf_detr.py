@@ -145,11 +145,26 @@ class HFDetector(nn.Module):
             labels = [{"class_labels": target["labels"] - 1,
                        "boxes": xyxy_to_normalized_cxcywh(target["boxes"], *frame)}
                       for target, frame in zip(targets, frames)]
-            out = self.detector(pixel_values=pixels, pixel_mask=mask, labels=labels)
+            out = self.run_detector(pixels, mask, labels)
             return self.loss_terms(out.loss_dict)
-        out = self.detector(pixel_values=pixels, pixel_mask=mask)
+        out = self.run_detector(pixels, mask)
         detections = self.decode(out.logits, out.pred_boxes, frames, batch.image_sizes)
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def run_detector(self, pixels: Tensor, mask: Tensor | None, labels: list[dict] | None = None):
+        try:
+            return self.detector(pixel_values=pixels, pixel_mask=mask, labels=labels)
+        except RuntimeError as err:
+            if "selected index k out of range" not in str(err):
+                raise
+            # The two-stage DETRs pick their queries among the encoder's positions: too small an input has
+            # fewer positions than queries.
+            queries = getattr(self.detector.config, "num_queries", "?")
+            raise ConfigError(
+                f"an input of {pixels.shape[-2]}x{pixels.shape[-1]} px has fewer feature positions than the model's "
+                f"{queries} queries ({self.detector.config.model_type}): raise model.min_size (RF-DETR needs about "
+                f"14 x sqrt(queries) px, RT-DETR and D-FINE 8 x sqrt(queries)) or lower "
+                f"model.architecture.num_queries (with pretrained: null)") from err
 
     def box_frames(self, image_sizes: list[tuple[int, int]], padded: Sequence[int]) -> list[tuple[int, int]]:
         """The (height, width) the library's normalised boxes are fractions of, per image: the image's own
