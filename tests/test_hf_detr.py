@@ -227,6 +227,12 @@ def test_a_tiny_rtdetr_run_trains_evaluates_and_resumes_through_the_cli(tiny_dem
                       f"runtime.resume_from={run_dir}"])
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert "epoch 2 [2/2]" in (run_dir / "train.log").read_text()
+    # detect.test takes the run as any other: its score threshold and TTA at the model's own square sizes.
+    from tests.test_test_cli import run_test_cli
+
+    tested = run_test_cli([f"run={run_dir}", "mode=eval", "tta=true", "score_threshold=0.2", "workers=0"])
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert "TTA: scales [96, 128, 160]" in tested.stderr + tested.stdout
 
 
 @pytest.mark.slow

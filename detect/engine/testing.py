@@ -38,7 +38,8 @@ def check_test_options(cfg: DictConfig) -> None:
 
 def run_config(state: dict, cfg: DictConfig) -> DictConfig:
     """The checkpoint's config with this test's changes: data keys, batch size, score threshold and
-    detections per image (two-stage models keep them under model.roi, one-stage under model.head)."""
+    detections per image (two-stage models keep them under model.roi, one-stage under model.head, the
+    transformers DETRs at model.score_thresh)."""
     run_cfg = OmegaConf.create(state["config"])
     for key, value in cfg.data.items():
         if value is not None:
@@ -50,8 +51,10 @@ def run_config(state: dict, cfg: DictConfig) -> DictConfig:
         del run_cfg.data["demo"]  # a demo-trained model pointed at other data: read it, never generate there
     if cfg.batch_size is not None:
         run_cfg.data.batch_size = cfg.batch_size
-    test_head = run_cfg.model.get("roi") or run_cfg.model.get("head")
-    if test_head is None or "score_thresh" not in test_head:
+    # Two-stage models keep the test-time keys under model.roi, one-stage under model.head, the
+    # transformers DETRs at the top of model.
+    test_head = run_cfg.model.get("roi") or run_cfg.model.get("head") or run_cfg.model
+    if "score_thresh" not in test_head:
         raise ConfigError(f"model {run_cfg.model.name} has no roi/head score_thresh key: score_threshold cannot apply.")
     test_head.score_thresh = float(cfg.score_threshold)
     test_head.detections_per_img = int(cfg.max_detections)
@@ -99,8 +102,9 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]
 
     if cfg.tta:
-        base = int(run_cfg.data.min_size)
-        scales = list(cfg.tta_scales) if cfg.tta_scales else [round(base * f / 32) * 32 for f in (0.8, 1.0, 1.2)]
+        # The model's own input size: data.min_size for the torchvision models, their square for RT-DETR & co.
+        base, step = int(run_cfg.model.min_size), int(run_cfg.model.get("size_divisible", 32))
+        scales = list(cfg.tta_scales) if cfg.tta_scales else [round(base * f / step) * step for f in (0.8, 1.0, 1.2)]
         log.info("TTA: scales %s%s, merged by %s at IoU %s", scales, " with flips" if cfg.tta_flip else "",
                  cfg.tta_merge, cfg.tta_iou_thr)
         results = predict_tta(model, loader, device, dataset.category_of_label, scales, cfg.tta_flip, cfg.tta_merge,
