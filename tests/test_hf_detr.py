@@ -123,6 +123,9 @@ def test_each_config_trains_a_step_predicts_in_original_pixels_and_round_trips_a
     assert losses and all(k.startswith("loss_") and torch.isfinite(v) for k, v in losses.items())
     sum(losses.values()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    # DistributedDataParallel needs to know when a step leaves parameters without gradients.
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert bool(unused) == model.has_unused_parameters, unused[:5]
     model.eval()
     with torch.no_grad():
         detections = model(IMAGES)
@@ -263,3 +266,23 @@ def test_an_input_too_small_for_the_queries_says_what_to_change():
     with pytest.raises(ConfigError, match="fewer feature positions than the model's 30 queries.*model.min_size"):
         with torch.no_grad():
             model(IMAGES)
+
+
+@pytest.mark.parametrize("name", ["rtdetr_v2_r18", "rf_detr_base"])
+def test_two_processes_train_a_detr_with_gloo(name, tiny_demo_root, tmp_path):
+    """DistributedDataParallel over a transformers detector; RF-DETR leaves DINOv2 layers without gradients,
+    which DDP must be told to look for (HFDetector.has_unused_parameters)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "DETECT_MEMBER": "tester", "OMP_NUM_THREADS": "1"}
+    size = "model.min_size=112" if name == "rf_detr_base" else "model.min_size=128"
+    args = tiny_train_args(tiny_demo_root, tmp_path / "run", f"model={name}", "model.pretrained=null",
+                           *[a for a in TINY[name] if not a.startswith("model.min_size")], size, "data.batch_size=1",
+                           "schedule.epochs=1", "runtime.max_iters_per_epoch=2", "runtime.threads=1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "detect.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on 2 processes" in (tmp_path / "run" / "train.log").read_text()

@@ -106,7 +106,8 @@ def build_components(cfg: DictConfig, place: distributed.Dist) -> Components:
     train_model = model
     if place.enabled:  # gradients averaged over the processes
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=getattr(model, "has_unused_parameters", False))  # RF-DETR's idle ViT layers
     optimizer = build_optimizer(cfg, model)
     scale_lr(cfg, optimizer, place)
     # The lr schedule counts optimizer steps: one per schedule.accumulate batches (the epoch's last may be short).

@@ -40,6 +40,7 @@ class Family:
 
     pixel_mask: bool  # the model reads a pixel mask: boxes are relative to each image's unpadded area
     weighted_loss_dict: bool  # the library's loss_dict already carries the loss weights (else: its coefficients)
+    unused_parameters: bool = False  # some parameters get no gradient (RF-DETR: DINOv2 layers after the last output)
 
 
 # transformers model_type -> what the adapter needs to know. Every one scores classes with sigmoids.
@@ -48,8 +49,8 @@ FAMILIES = {
     "rt_detr": Family(pixel_mask=False, weighted_loss_dict=True),
     "d_fine": Family(pixel_mask=False, weighted_loss_dict=True),
     "deformable_detr": Family(pixel_mask=True, weighted_loss_dict=False),
-    "lw_detr": Family(pixel_mask=False, weighted_loss_dict=False),
-    "rf_detr": Family(pixel_mask=False, weighted_loss_dict=False),
+    "lw_detr": Family(pixel_mask=False, weighted_loss_dict=False, unused_parameters=True),
+    "rf_detr": Family(pixel_mask=False, weighted_loss_dict=False, unused_parameters=True),
 }
 RESIZES = ("square", "keep_ratio")
 
@@ -128,6 +129,8 @@ class HFDetector(nn.Module):
         self.detector = detector
         self.transform = transform
         self.family = FAMILIES[model_type]
+        # DistributedDataParallel must then look for parameters without gradients at every step (engine/build.py).
+        self.has_unused_parameters = self.family.unused_parameters
         self.num_classes = num_classes
         self.score_thresh = score_thresh
         self.topk_candidates = topk_candidates
