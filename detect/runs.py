@@ -19,6 +19,7 @@ from detect.run.leaderboard import (
     config_diff,
     filter_runs,
     format_table,
+    plot_cost,
     read_runs,
     sort_runs,
     write_csv,
@@ -43,6 +44,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--stale-minutes", type=float, default=30,
                         help="a 'running' run with no file written for this long is shown as stale (default: 30)")
     parser.add_argument("--csv", action="store_true", help="write CSV to stdout (all columns, absolute run dirs)")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="also draw the listed runs' best score against GFLOPs and latency into this PNG")
     parser.add_argument("--diff", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
                         help="print the config keys that differ between two run dirs, and their overrides")
     return parser
@@ -68,6 +71,10 @@ def leaderboard(argv: list[str]) -> int:
         print(f"No run matches the filters ({len(runs)} runs under {args.root}).")
     else:
         print(format_table(rows))
+    if args.plot and rows:
+        drawn = plot_cost(rows, args.plot)
+        print(f"Wrote {args.plot}: {drawn} of {len(rows)} runs have a cost and a score "
+              "(python -m detect.profile run=<run dir> measures an older run).", file=sys.stderr)
     return 0
 
 

@@ -80,6 +80,7 @@ USAGE_ERRORS = [
     ("new_experiment", lambda d: ["member=me", "name=x", "model=nope", f"conf_dir={d / 'run'}"],
      "has no train.yaml"),
     ("fetch_weights", lambda d: ["model=faster_rcnn", "schedule.lrr=1"], "Unknown config key 'schedule.lrr'"),
+    ("profile", lambda d: [f"run={d / 'run'}", "model=fcos"], "run=... is measured as it was trained: leave out"),
 ]
 
 FAILURES = [  # the command line is fine; a file it names is missing or damaged
@@ -96,6 +97,7 @@ FAILURES = [  # the command line is fine; a file it names is missing or damaged
     ("pseudo_labels", lambda d: [str(d / "sub.csv"), str(d / "missing.json"), "--out", str(d / "run.json")],
      "missing.json does not exist"),
     ("check_submission", lambda d: [str(d / "sub.csv"), str(d / "broken.json")], "is not valid JSON"),
+    ("profile", lambda d: [f"run={d / 'not_a_run'}"], "has no checkpoints/ folder"),
 ]
 
 

@@ -76,6 +76,13 @@ class PlotsSchema:
 
 
 @dataclass
+class ProfileSchema:
+    enabled: bool = True
+    warmup: int = 2
+    repeats: int = 10
+
+
+@dataclass
 class WandbSchema:
     enabled: bool = MISSING
     mode: str | None = MISSING
@@ -119,6 +126,7 @@ class RuntimeSchema:
     skip_nonfinite: bool = MISSING
     max_iters_per_epoch: int | None = MISSING
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
+    profile: ProfileSchema = field(default_factory=ProfileSchema)
     wandb: WandbSchema = field(default_factory=WandbSchema)
 
 

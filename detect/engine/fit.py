@@ -20,6 +20,7 @@ from detect.engine import distributed
 from detect.engine.build import Components, build_components
 from detect.engine.hooks.base import Hook
 from detect.engine.hooks.checkpoints import CheckpointHook
+from detect.engine.hooks.cost import CostHook
 from detect.engine.hooks.early_stopping import EarlyStoppingHook
 from detect.engine.hooks.ema import EmaHook
 from detect.engine.hooks.evaluation import EvaluationHook
@@ -93,6 +94,7 @@ def prepare(cfg: DictConfig, run: RunDir, provenance: dict, stop: StopRequest, p
         CheckpointHook(rt.checkpoint_interval),
         EarlyStoppingHook(stopping.get("patience"), stopping.get("min_delta", 0.0)),  # after the best is saved
         WandbHook(provenance.get("overrides", []), enabled=place.is_main),
+        CostHook(summary, rt.get("profile") or {}, enabled=place.is_main),  # before the summary says finished
         SummaryHook(summary),
         PlotsHook(run, rt.get("plots") or {}, enabled=place.is_main),
         *extra_hooks,

@@ -42,7 +42,7 @@ from detect.run.resume import RESUME_KEY, _value
 # schedule.epochs: a finished (or running) run may be extended; the lr schedule is re-planned (detect/engine/fit.py).
 KEYS_A_RESUME_MAY_CHANGE = (RESUME_KEY, "runtime.device", "runtime.workers", "runtime.threads", "runtime.pin_memory",
                             "runtime.progress", "runtime.log_interval", "runtime.wandb", "data.root", "schedule.epochs",
-                            "runtime.early_stopping")
+                            "runtime.early_stopping", "runtime.profile")
 RUN_DIR_OVERRIDE = "hydra.run.dir="
 SWEEP_DIR_OVERRIDE = "hydra.sweep.dir="
 NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, NTFS, APFS)

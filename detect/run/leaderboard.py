@@ -40,9 +40,11 @@ from detect.run.paths import BROWSE_LOG, RunDir
 from detect.run.summary import read_summary
 
 TABLE_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs", "best", "best_epoch",
-                 "started", "run_dir"]
+                 "params_m", "gflops", "latency_ms", "started", "run_dir"]
 CSV_COLUMNS = ["member", "experiment", "model", "data", "fold", "status", "epochs_done", "epochs", "monitor",
-               "best_score", "best_epoch", "started", "finished", "seed", "git_commit", "error", "run_dir"]
+               "best_score", "best_epoch", "params_m", "gflops", "latency_ms", "cost_device", "started", "finished",
+               "seed", "git_commit", "error", "run_dir"]
+COST_COLUMNS = ("params_m", "gflops", "latency_ms")  # from summary.json's cost (detect/engine/cost.py)
 STATUSES = ["running", "stale", "finished", "failed", "interrupted", "no-summary", "unreadable"]
 # libyaml's parser where PyYAML was built with it: a composed config takes 2 ms instead of 15, which is
 # most of the time over 1,000 run dirs when some have no summary.json (benchmarks/scale.py).
@@ -123,7 +125,10 @@ def read_run(run_dir: Path, root: Path, stale_minutes: float = 30, now: float | 
     except RunFilesError:
         row["status"] = "unreadable"
         return row
-    row.update({key: getattr(summary, key) for key in CSV_COLUMNS if key not in ("run_dir", "git_commit")})
+    row.update({key: getattr(summary, key) for key in CSV_COLUMNS
+                if key not in ("run_dir", "git_commit", "cost_device", *COST_COLUMNS)})
+    cost = summary.cost if isinstance(summary.cost, dict) else {}  # older runs have none: a dash
+    row.update({key: cost.get(key) for key in COST_COLUMNS}, cost_device=cost.get("device"))
     row["member"] = summary.member or member
     row["experiment"] = summary.experiment or experiment
     row["git_commit"] = summary.git_commit
@@ -166,6 +171,10 @@ def _text(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _number(value, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
 def format_table(rows: list[dict]) -> str:
     """Aligned plain text, one line per run."""
     monitors = {r["monitor"] for r in rows if r["monitor"]}
@@ -177,9 +186,11 @@ def format_table(rows: list[dict]) -> str:
         return text if same_monitor or score is None else f"{text} ({r['monitor']})"
 
     header = ["member", "experiment", "model", "data", "fold", "status", "epochs",
-              f"best {monitors.pop() if len(monitors) == 1 else 'score'}", "best epoch", "started", "run dir"]
+              f"best {monitors.pop() if len(monitors) == 1 else 'score'}", "best epoch", "params M", "GFLOPs",
+              "ms/img", "started", "run dir"]
     lines = [[_text(r["member"]), _text(r["experiment"]), _text(r["model"]), _text(r["data"]), _text(r["fold"]),
               r["status"], f"{_text(r['epochs_done'])}/{_text(r['epochs'])}", best(r), _text(r["best_epoch"]),
+              _number(r.get("params_m"), 1), _number(r.get("gflops"), 1), _number(r.get("latency_ms"), 0),
               _text(r["started"]), r.get("shown", r["rel"])] for r in rows]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
@@ -187,6 +198,35 @@ def format_table(rows: list[dict]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+
+
+def plot_cost(rows: list[dict], path: Path) -> int:
+    """mAP (the runs' monitor) against GFLOPs and against latency, one point per run with a cost and a
+    score, labelled by experiment; one PNG. Returns the number of runs drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = [r for r in rows if isinstance(r.get("best_score"), (int, float))
+             and isinstance(r.get("gflops"), (int, float)) and isinstance(r.get("latency_ms"), (int, float))]
+    monitors = sorted({str(r["monitor"]) for r in drawn if r["monitor"]})
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    for axis, key, label in ((axes[0], "gflops", "GFLOPs per image"), (axes[1], "latency_ms", "latency, ms per image")):
+        for r in drawn:
+            axis.scatter(r[key], r["best_score"], s=30)
+            axis.annotate(f"{r['experiment']}", (r[key], r["best_score"]), fontsize=8, xytext=(4, 3),
+                          textcoords="offset points")
+        axis.set_xlabel(label)
+        axis.set_ylabel(" / ".join(monitors) or "best score")
+        axis.grid(alpha=0.3)
+    devices = sorted({str(r.get("cost_device")) for r in drawn})
+    axes[1].set_title(f"measured on {', '.join(devices)}" if devices else "no run has a cost yet", fontsize=9)
+    axes[0].set_title(f"{len(drawn)} runs (runs without a cost or a score are left out)", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return len(drawn)
 
 
 def write_csv(rows: list[dict], out: TextIO | None = None) -> None:

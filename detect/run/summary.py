@@ -30,7 +30,7 @@ class Status(str, Enum):
 
 
 # Fields that appear in summary.json only once they have a value (as before the summary was typed).
-ONLY_WHEN_SET = ("finished", "restarted", "resumed_from", "error", "nonfinite_skipped", "wandb_run_id",
+ONLY_WHEN_SET = ("cost", "finished", "restarted", "resumed_from", "error", "nonfinite_skipped", "wandb_run_id",
                  "last_checkpoint")
 
 
@@ -66,6 +66,7 @@ class RunSummary:
     nonfinite_skipped: int | None = None  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
     weights: str | None = None  # which weights the scores and checkpoints hold: "ema" (schedule.ema) or "raw"
     stopped_early: str | None = None  # why the run ended before its last epoch (runtime.early_stopping)
+    cost: dict[str, Any] | None = None  # params_m, gflops, latency_ms, size, device, threads (detect/engine/cost.py)
     wandb_run_id: str | None = None
     # what detect.report needs to draw PR curves and the confusion matrix without the model
     classes: list[str] | None = None
@@ -101,6 +102,18 @@ class RunSummary:
     @property
     def git_commit(self) -> str | None:
         return self.git.get("commit") if isinstance(self.git, dict) else None
+
+
+def update_summary_file(path: Path, **changes: Any) -> None:
+    """Change fields of an existing summary.json (detect.profile adds a run's cost), atomically."""
+    summary = read_summary(path)
+    if summary is None:
+        raise RunFilesError(f"{path} is missing: no run summary to update.")
+    for key, value in changes.items():
+        if key == "extra" or not hasattr(summary, key):
+            raise AttributeError(f"RunSummary has no field {key!r}")
+        setattr(summary, key, value)
+    write_json_atomic(Path(path), summary.to_dict())
 
 
 def read_summary(path: Path) -> RunSummary | None:
