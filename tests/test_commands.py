@@ -81,6 +81,7 @@ USAGE_ERRORS = [
      "has no train.yaml"),
     ("fetch_weights", lambda d: ["model=faster_rcnn", "schedule.lrr=1"], "Unknown config key 'schedule.lrr'"),
     ("profile", lambda d: [f"run={d / 'run'}", "model=fcos"], "run=... is measured as it was trained: leave out"),
+    ("predict", lambda d: [f"run={d / 'run'}", "source=x", "every=0"], "every and max_detections must be at least 1"),
 ]
 
 FAILURES = [  # the command line is fine; a file it names is missing or damaged
@@ -98,6 +99,7 @@ FAILURES = [  # the command line is fine; a file it names is missing or damaged
      "missing.json does not exist"),
     ("check_submission", lambda d: [str(d / "sub.csv"), str(d / "broken.json")], "is not valid JSON"),
     ("profile", lambda d: [f"run={d / 'not_a_run'}"], "has no checkpoints/ folder"),
+    ("predict", lambda d: [f"run={d / 'not_a_run'}", f"source={d / 'sub.csv'}"], "has no checkpoints/ folder"),
 ]
 
 
