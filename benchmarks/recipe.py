@@ -31,15 +31,15 @@ CONFIGS = {
     "baseline": [],
     "ema": ["schedule.ema.enable=true"],
     "multiscale_photometric": ["data/aug=multiscale_photometric"],
-    "repeat_factor": ["data.sampler.name=repeat_factor"],
+    "repeat_factor": ["data.sampler.name=repeat_factor"],  # after the baseline's uniform: this one wins
     "cosine": ["schedule/lr_decay=cosine"],
 }
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:
-    if args.data == "demo":
-        return ["model=faster_rcnn_r18_demo", "data=demo", f"schedule.epochs={args.epochs}",
-                f"schedule.milestones=[{args.epochs - 1}]"]
+    if args.data == "demo":  # the baseline samples uniformly (the demo config itself samples by repeat factor)
+        return ["model=faster_rcnn_r18_demo", "data=demo", "data.sampler.name=uniform",
+                f"schedule.epochs={args.epochs}", f"schedule.milestones=[{args.epochs - 1}]"]
     if not (MEDICAL_WASTE / "train.json").is_file():
         sys.exit(f"{MEDICAL_WASTE} is missing: --data medical_waste needs ../shared/data (see its README.md)")
     start = [f"runtime.load_from={args.start}"] if args.start else []

@@ -155,3 +155,32 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def parse_key_values(argv: list[str], defaults: dict, prog: str, lists: tuple[str, ...] = ()) -> dict:
+    """`key=value` arguments (detect.predict, detect.export) over `defaults`, each typed like its default
+    (true/false, whole numbers, numbers, text; `null` for none); keys in `lists` take `[512,640]`. An
+    unknown key or a value of the wrong type is a UsageError naming it."""
+    options = dict(defaults)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults:
+            raise UsageError(f"{arg!r}: give key=value with a key among {', '.join(defaults)} (see {prog} --help)")
+        default = defaults[key]
+        try:
+            if key in lists:
+                options[key] = [int(v) for v in value.strip("[]").split(",") if v.strip()] or None
+            elif isinstance(default, bool):
+                if value.lower() not in ("true", "false"):
+                    raise ValueError
+                options[key] = value.lower() == "true"
+            elif isinstance(default, int):
+                options[key] = int(value)
+            elif isinstance(default, float):
+                options[key] = float(value)
+            else:
+                options[key] = None if value in ("", "null") else value
+        except ValueError:
+            kind = "list of sizes" if key in lists else type(default).__name__
+            raise UsageError(f"{key}={value} is not a {kind} (default {default})") from None
+    return options

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from detect.cli import run_command
+from detect.cli import parse_key_values, run_command
 from detect.errors import ConfigError, UsageError
 
 log = logging.getLogger("detect")
@@ -35,29 +35,7 @@ DEFAULTS = {"run": None, "checkpoint": "best", "source": None, "out": None, "sco
 
 def parse_options(argv: list[str]) -> dict:
     """key=value pairs over DEFAULTS, typed like the defaults; tta_scales is a list ([512,640])."""
-    options = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise UsageError(f"{arg!r}: give key=value with a key among {', '.join(DEFAULTS)} (see python -m "
-                             "detect.predict --help)")
-        default = DEFAULTS[key]
-        try:
-            if key == "tta_scales":
-                options[key] = [int(v) for v in value.strip("[]").split(",") if v.strip()] or None
-            elif isinstance(default, bool):
-                if value.lower() not in ("true", "false"):
-                    raise ValueError
-                options[key] = value.lower() == "true"
-            elif isinstance(default, int):
-                options[key] = int(value)
-            elif isinstance(default, float):
-                options[key] = float(value)
-            else:
-                options[key] = None if value in ("", "null") else value
-        except ValueError:
-            kind = "list of sizes" if key == "tta_scales" else type(default).__name__
-            raise UsageError(f"{key}={value} is not a {kind} (default {default})") from None
+    options = parse_key_values(argv, DEFAULTS, "python -m detect.predict", lists=("tta_scales",))
     if options["source"] is None:
         raise UsageError("source=<folder|glob|image|video> is required")
     if not 0 <= options["score_threshold"] <= 1:

@@ -82,6 +82,7 @@ USAGE_ERRORS = [
     ("fetch_weights", lambda d: ["model=faster_rcnn", "schedule.lrr=1"], "Unknown config key 'schedule.lrr'"),
     ("profile", lambda d: [f"run={d / 'run'}", "model=fcos"], "run=... is measured as it was trained: leave out"),
     ("predict", lambda d: [f"run={d / 'run'}", "source=x", "every=0"], "every and max_detections must be at least 1"),
+    ("export", lambda d: [f"run={d / 'run'}", "format=tflite"], "format=tflite is not one of onnx, torchscript"),
 ]
 
 FAILURES = [  # the command line is fine; a file it names is missing or damaged
@@ -100,6 +101,7 @@ FAILURES = [  # the command line is fine; a file it names is missing or damaged
     ("check_submission", lambda d: [str(d / "sub.csv"), str(d / "broken.json")], "is not valid JSON"),
     ("profile", lambda d: [f"run={d / 'not_a_run'}"], "has no checkpoints/ folder"),
     ("predict", lambda d: [f"run={d / 'not_a_run'}", f"source={d / 'sub.csv'}"], "has no checkpoints/ folder"),
+    ("export", lambda d: [f"run={d / 'not_a_run'}"], "has no checkpoints/ folder"),
 ]
 
 
