@@ -13,13 +13,14 @@ MEDICAL_WASTE = SHARED_DATA / "medical_waste"
 
 @pytest.mark.slow
 def test_default_command_reaches_the_demo_target(tmp_path):
-    """`python -m detect.train` with no arguments: bbox_mAP_50 >= 0.5 on the demo val split."""
+    """`python -m detect.train` with no arguments: bbox_mAP_50 >= 0.55 on the demo val split (the issue's bar for
+    the worst of 3 seeds; measured 0.64-0.69 on the development machine)."""
     run_dir = tmp_path / "demo_run"
     proc = run_cli([f"hydra.run.dir={run_dir}"], timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == summary["epochs"]
-    assert summary["best_score"] >= 0.5, summary
+    assert summary["best_score"] >= 0.55, summary
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if r["mode"] == "val"]
     assert len(evals) == summary["epochs"]  # one classwise table per epoch

@@ -72,7 +72,7 @@ def measure_cost(model: torch.nn.Module, height: int, width: int, device: torch.
     return {
         "params_m": round(count_parameters(model) / 1e6, 3),
         "gflops": round(flops_per_image(model, height, width, device) / 1e9, 2),
-        "latency_ms": round(latency_ms(model, height, width, device, warmup, repeats), 1),
+        "latency_ms": round(latency_ms(model, height, width, device, warmup, repeats), 3),
         "size": [height, width],
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
