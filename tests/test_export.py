@@ -42,6 +42,7 @@ def test_onnx_at_a_fixed_size_gives_pytorchs_detections(trained, tmp_path):
     assert "they agree" in done.stderr
 
 
+@pytest.mark.slow
 def test_onnx_with_any_input_size_runs_images_of_other_sizes(trained, tmp_path):
     out = tmp_path / "model.onnx"
     done = run_export(f"run={trained}", "checkpoint=last", f"out={out}")
