@@ -91,7 +91,8 @@ def profile(argv: list[str]) -> int:
     height, width = (args.size, args.size) if args.size else input_size(model_cfg)
     cost = measure_cost(model, height, width, device, args.warmup, args.repeats)
     print(f"{what}\n  input {height}x{width}, batch 1, {cost['device']}, {cost['threads']} threads")
-    print(f"  parameters  {cost['params_m']:.2f} M\n  FLOPs       {cost['gflops']:.2f} G per image\n"
+    flops = "not counted (see the warning)" if cost["gflops"] is None else f"{cost['gflops']:.2f} G per image"
+    print(f"  parameters  {cost['params_m']:.2f} M\n  FLOPs       {flops}\n"
           f"  latency     {cost['latency_ms']:.1f} ms per image (median of {args.repeats})")
     if summary is not None:
         from detect.run.summary import update_summary_file

@@ -32,7 +32,7 @@ class CostHook(Hook):
             log.warning("Cost measurement skipped (runtime.profile): %s: %s", type(err).__name__, err)
             return
         self.summary.update(cost=cost)
-        log.info("Cost at %dx%d px (%s weights): %.1fM parameters, %.1f GFLOPs per image, %.1f ms per image "
-                 "(batch 1, %s, %d threads; runtime.profile.enabled=false skips this)", height, width,
-                 trainer.weights_name, cost["params_m"], cost["gflops"], cost["latency_ms"], cost["device"],
-                 cost["threads"])
+        flops = "FLOPs not counted" if cost["gflops"] is None else f"{cost['gflops']:.1f} GFLOPs per image"
+        log.info("Cost at %dx%d px (%s weights): %.1fM parameters, %s, %.1f ms per image (batch 1, %s, %d threads; "
+                 "runtime.profile.enabled=false skips this)", height, width, trainer.weights_name, cost["params_m"],
+                 flops, cost["latency_ms"], cost["device"], cost["threads"])
