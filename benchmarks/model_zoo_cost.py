@@ -19,10 +19,9 @@ import time
 import warnings
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from detr_cost import build as build_on  # benchmarks/detr_cost.py: random init, no download, square sizes
 from machine import machine_line  # benchmarks/machine.py (scripts run from this folder)
 
 from detect.config import register_resolvers
@@ -34,21 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 def model_options() -> list[str]:
     folder = REPO / "conf" / "model"
     return sorted(p.stem for p in folder.glob("*.yaml"))
-
-
-def build(name: str, size: int) -> torch.nn.Module:
-    overrides = [f"model={name}", "data=demo", f"data.min_size={size}", f"data.max_size={size}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    if "pretrained" in cfg.model:
-        cfg.model.pretrained = None
-        if cfg.model.resize == "square":
-            divisor = int(cfg.model.size_divisible)
-            cfg.model.min_size = cfg.model.max_size = max(divisor, round(size / divisor) * divisor)
-    elif "weights" in (cfg.model.get("backbone") or {}):
-        cfg.model.backbone.weights = None
-    torch.manual_seed(0)
-    return hydra.utils.instantiate(cfg.model, num_classes=10, _convert_="all").eval()
 
 
 def onnx_check(model: torch.nn.Module, image: torch.Tensor, repeats: int) -> tuple[str, str, str]:
@@ -104,7 +88,7 @@ def main() -> None:
           "onnxruntime ms |")
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
     for name in args.models or model_options():
-        model = build(name, args.size)
+        model = build_on(name, args.size, torch.device("cpu")).eval()
         with torch.no_grad():
             try:
                 flops = flops_per_image(model, args.size, args.size, torch.device("cpu")) / 1e9

@@ -55,18 +55,12 @@ def parse_options(argv: list[str]) -> dict:
 
 def load(options: dict):
     import torch
-    from omegaconf import OmegaConf
 
-    from detect.engine.build import instantiate
-    from detect.run.checkpoints import find_checkpoint, load_checkpoint
+    from detect.engine.testing import load_trained_model
 
-    path = find_checkpoint(options["run"], options["checkpoint"])
-    state = load_checkpoint(path)
-    run_cfg = OmegaConf.create(state["config"])
-    model = instantiate("model", run_cfg.model, num_classes=len(state["classes"]), _convert_="all")
-    model.load_state_dict(state["model"])
+    model, run_cfg, state, path = load_trained_model(options["run"], options["checkpoint"])
     torch.set_grad_enabled(False)
-    return model.eval(), run_cfg, list(state["classes"]), Path(path)
+    return model, run_cfg, list(state["classes"]), path
 
 
 def as_tuple(model):

@@ -63,26 +63,23 @@ def output_folder(options: dict, checkpoint: Path) -> Path:
 
 def load_model(options: dict):
     import torch
-    from omegaconf import OmegaConf
 
-    from detect.engine.build import instantiate, select_device
-    from detect.run.checkpoints import find_checkpoint, load_checkpoint
+    from detect.engine.build import select_device
+    from detect.engine.testing import load_trained_model
 
-    path = find_checkpoint(options["run"], options["checkpoint"])
-    state = load_checkpoint(path)
-    run_cfg = OmegaConf.create(state["config"])
-    # Every model keeps its test-time filter in its config: low enough for our threshold, our count at most.
-    head = run_cfg.model.get("roi") or run_cfg.model.get("head") or run_cfg.model
-    if "score_thresh" in head:
-        head.score_thresh = min(float(head.score_thresh), options["score_threshold"])
-        head.detections_per_img = int(options["max_detections"])
+    def thresholds(run_cfg) -> None:
+        # Every model keeps its test-time filter in its config: low enough for our threshold, our count at most.
+        head = run_cfg.model.get("roi") or run_cfg.model.get("head") or run_cfg.model
+        if "score_thresh" in head:
+            head.score_thresh = min(float(head.score_thresh), options["score_threshold"])
+            head.detections_per_img = int(options["max_detections"])
+
+    model, run_cfg, state, path = load_trained_model(options["run"], options["checkpoint"], adjust=thresholds)
     classes = list(state["classes"])
-    model = instantiate("model", run_cfg.model, num_classes=len(classes), _convert_="all")
-    model.load_state_dict(state["model"])
-    device = select_device(options["device"], key="device")
-    model.to(device).eval()
-    torch.set_grad_enabled(False)
     model.category_ids = list(state.get("category_ids") or range(1, len(classes) + 1))  # json id of each label
+    device = select_device(options["device"], key="device")
+    model.to(device)
+    torch.set_grad_enabled(False)
     return model, run_cfg, classes, path, device
 
 

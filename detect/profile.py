@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from detect.cli import ArgumentParser, run_command
 from detect.errors import UsageError
@@ -55,17 +54,10 @@ def model_from_config(overrides: list[str]):
 
 
 def model_from_run(run: str, checkpoint: str):
-    from omegaconf import OmegaConf
+    from detect.engine.testing import load_trained_model
 
-    from detect.engine.build import instantiate
-    from detect.run.checkpoints import find_checkpoint, load_checkpoint
-
-    path = find_checkpoint(run, checkpoint)
-    state = load_checkpoint(path)
-    run_cfg = OmegaConf.create(state["config"])
-    model = instantiate("model", run_cfg.model, num_classes=len(state["classes"]), _convert_="all")
-    model.load_state_dict(state["model"])
-    summary = Path(path).parent.parent / "summary.json"
+    model, run_cfg, _, path = load_trained_model(run, checkpoint)
+    summary = path.parent.parent / "summary.json"
     return model, run_cfg.model, summary if summary.is_file() else None, f"{path} ({run_cfg.model.name})"
 
 

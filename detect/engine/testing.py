@@ -61,6 +61,23 @@ def run_config(state: dict, cfg: DictConfig) -> DictConfig:
     return run_cfg
 
 
+def load_trained_model(run: str | None, checkpoint: str, adjust=None):
+    """(model in eval mode, its run config, the checkpoint's state, the checkpoint path) for `run` +
+    `checkpoint` (best | last | epoch_N | a path), as detect.predict, detect.export and detect.profile load
+    it. `adjust(run_cfg)` may change the config (test-time thresholds) before the model is built."""
+    from detect.engine.build import instantiate
+    from detect.run.checkpoints import find_checkpoint, load_checkpoint
+
+    path = Path(find_checkpoint(run, checkpoint))
+    state = load_checkpoint(path)
+    run_cfg = OmegaConf.create(state["config"])
+    if adjust is not None:
+        adjust(run_cfg)
+    model = instantiate("model", run_cfg.model, num_classes=len(state["classes"]), _convert_="all")
+    model.load_state_dict(state["model"])
+    return model.eval(), run_cfg, state, path
+
+
 def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     """Load the checkpoint, build its model and data, then evaluate or predict. Returns the metrics
     (eval) or a summary of the predictions (predict)."""
