@@ -112,7 +112,8 @@ def predict_command(argv: list[str]) -> int:
         base, step = int(run_cfg.model.min_size), int(run_cfg.model.get("size_divisible", 32))
         tta = {"scales": options["tta_scales"] or [round(base * f / step) * step for f in (0.8, 1.0, 1.2)],
                "flip": options["tta_flip"], "merge": options["tta_merge"], "iou_thr": options["tta_iou_thr"],
-               "max_detections": options["max_detections"], "score_thr": options["score_threshold"]}
+               "max_detections": options["max_detections"], "score_thr": options["score_threshold"],
+               "num_classes": len(classes)}
     log.info("Predicting with %s (%s, %d classes) on %d images and %d videos from %s%s; writing to %s", checkpoint,
              run_cfg.model.name, len(classes), len(sources.images), len(sources.videos), options["source"],
              f", TTA at {tta['scales']}" if tta else "", out)

@@ -114,3 +114,14 @@ def test_an_earlier_output_is_never_overwritten_and_bad_keys_name_themselves(tra
     assert wrong.returncode == 2 and "'score_treshold=0.5'" in wrong.stderr
     nothing = run_predict(f"run={trained_run}", f"source={tmp_path / 'empty' / '*.jpg'}")
     assert nothing.returncode == 2 and "no image or video there" in nothing.stderr
+
+
+def test_tta_predicts_through_detect_tests_fusion_at_the_models_scales(trained_run, tiny_demo_root, tmp_path):
+    out = tmp_path / "tta"
+    done = run_predict(f"run={trained_run}", "checkpoint=last", f"source={tiny_demo_root / 'val'}", f"out={out}",
+                       "tta=true", "tta_flip=false", "score_threshold=0.05", "draw=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "predictions.json").read_text())
+    assert results["tta"]["scales"] == [64, 96, 128]  # 0.8x, 1x, 1.2x the run's 96 px, rounded to 32
+    detections = [d for image in results["images"] for d in image["detections"]]
+    assert detections and all(d["score"] >= 0.05 and 1 <= d["label"] <= len(results["classes"]) for d in detections)

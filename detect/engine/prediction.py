@@ -133,7 +133,7 @@ def detect_batch(model: torch.nn.Module, images: list[torch.Tensor], device: tor
         return [{k: v.cpu() for k, v in out.items()} for out in model(floats)]
     from detect.engine.tta import predict_tta
 
-    labels = {label: label for label in range(1, 10_000)}  # results keep the model's labels as category ids
+    labels = {label: label for label in range(1, tta["num_classes"] + 1)}  # results keep the model's labels
     batch = [(floats, [{"image_id": i} for i in range(len(floats))])]
     results = predict_tta(model, batch, device, labels, tta["scales"], tta["flip"], tta["merge"], tta["iou_thr"],
                           tta["max_detections"], tta["score_thr"])
