@@ -102,6 +102,9 @@ def start(argv: list[str]) -> None:
         if outcome[0] == "error":
             if is_main:
                 print(outcome[1], file=sys.stderr)
+            # Leave the process group before exiting: torch's gloo threads left running at interpreter
+            # exit abort the process (SIGABRT) instead of ending it with the usage error's code.
+            distributed.shutdown(distributed.current())
             sys.exit(outcome[2])
         extra = outcome[1] if is_main else [o for o in outcome[1] if o.startswith(launch.RUN_DIR_OVERRIDE)]
     sys.argv += extra
