@@ -89,10 +89,10 @@ def test_valid_command_lines_pass(args):
     (["schedule.lr=nan"], ["schedule.lr=nan must be a number > 0"]),
     (["schedule.lr=null"], ["schedule.lr=null must be a number > 0"]),
     (["runtime.seed=-3", "runtime.workers=-1"], ["runtime.seed=-3 must be a whole number in [0, 4294967295]",
-                                                 "runtime.workers=-1 must be a whole number >= 0"]),
+                                                 "runtime.workers=-1 must be auto or a whole number >= 0"]),
     (["runtime.eval_interval=often"], ["runtime.eval_interval='often' must be a whole number >= 1"]),
     # Where the right name sits in another section, or the typo is in the section's name.
-    (["schedule.batch_size=2"], ["or 'data.batch_size'?"]),
+    (["schedule.batch_size=2"], ["Did you mean 'data.batch_size'"]),
     (["schedul.lr=0.1"], ["Unknown config key 'schedul.lr'. Did you mean 'schedule.lr'? Valid top-level keys: data,"]),
     (["schedule.lr.value=0.1"], ["schedule.lr is a value (0.001), not a section"]),
     (["-m", "hparams_search=demo_optuna", "schedule.lrr=interval(0.001,0.01)"], ["Did you mean 'schedule.lr'?"]),

@@ -92,7 +92,7 @@ def test_a_config_file_with_a_wrong_type_or_key_gets_one_line(tmp_path):
     assert find_problems(["experiment=typo"], "train", config_dir=conf) == [
         "Unknown config key 'data.batch_sise' in conf/experiment/typo.yaml. Did you mean 'data.batch_size'? "
         "Valid keys of data: aug, batch_size, classes, demo, fold, fold_train_ann, fold_val_ann, hflip_prob, max_size, "
-        "mean, min_size, name, pad_divisor, root, root_env, sampler, skip_bad_images, std, strict, test_ann, "
+        "mean, min_size, name, pad_divisor, pad_to, root, root_env, sampler, skip_bad_images, std, strict, test_ann, "
         "train_ann, train_keep_empty, val_ann."]
     assert find_problems(["experiment=wrong"], "train", config_dir=conf) == [
         "conf/experiment/wrong.yaml sets schedule.epochs to a value its schema rejects: Value 'twelve' of type "

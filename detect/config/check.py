@@ -67,9 +67,12 @@ class Rule:
     above: float | None = None  # exclusive lower bound
     example: str = ""
     choices: tuple = ()
+    words: tuple = ()  # strings accepted beside the numbers (auto); the schema's type is then Any
+    noun: str = ""  # what the value must be, where the schema's type (Any) cannot say it
 
     def describe(self, noun: str) -> str:
         """'a whole number >= 1' from the schema's noun ('a whole number') and the range."""
+        noun = self.noun or noun
         if self.choices:
             names = [_show(c) for c in self.choices]
             return "one of " + ", ".join(names[:-1]) + " or " + names[-1]
@@ -90,6 +93,8 @@ class Rule:
         """Whether a value of the schema's type (None where the schema allows it) is in range."""
         if self.choices:
             return any(value == c and type(value) is type(c) for c in self.choices)
+        if self.words and (isinstance(value, (bool, str)) or value is None):
+            return value in self.words and isinstance(value, str)
         if value is None or isinstance(value, (bool, str)):
             return True
         if isinstance(value, (list, tuple)):
@@ -106,6 +111,11 @@ def _range(low=None, high=None, above=None, example="") -> Rule:
 
 def _choice(*choices, example="") -> Rule:
     return Rule(choices=choices, example=example)
+
+
+def _auto_or_count(low: int, example: str) -> Rule:
+    """auto or a whole number >= low (runtime.workers, runtime.eval_batch_size: Any in the schema)."""
+    return Rule(low=low, words=("auto",), noun="auto or a whole number", example=example)
 
 
 # Per entry point: ranges and choices the schemas cannot say (their types are the schemas'). A key
@@ -144,7 +154,12 @@ RULES: dict[str, dict[str, Rule]] = {
         "runtime.seed": _range(low=0, high=2**32 - 1, example="42"),
         "runtime.amp": _choice(False, True, "fp16", "bf16", example="bf16"),  # mixed types: Any in the schema
         "runtime.threads": _range(low=1, example="4"),
-        "runtime.workers": _range(low=0, example="2"),
+        "runtime.workers": _auto_or_count(0, example="8"),
+        "runtime.prefetch_factor": _range(low=1, example="4"),
+        "runtime.eval_batch_size": _auto_or_count(1, example="8"),
+        "runtime.compile": _choice(False, True, "default", "reduce-overhead", "max-autotune",
+                                   "max-autotune-no-cudagraphs", example="true"),  # mixed types: Any in the schema
+        "runtime.fused_optimizer": _choice("auto", True, False, example="auto"),  # mixed types: Any in the schema
         "runtime.pin_memory": _choice("auto", True, False, example="auto"),  # mixed types: Any in the schema
         # The trainer checks these again (a call that did not come through check_cli).
         "runtime.eval_interval": _range(low=1, example="1"),
@@ -165,6 +180,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "tta_iou_thr": _range(above=0, high=1, example="0.55"),
         "workers": _range(low=0, example="2"),
         "batch_size": _range(low=1, example="4"),
+        "amp": _choice(None, False, True, "fp16", "bf16", example="bf16"),  # mixed types: Any in the schema
         "data.fold": _range(low=0, example="0"),
         "data.min_size": _range(low=1, example="800"),
         "data.max_size": _range(low=1, example="1333"),
@@ -510,7 +526,7 @@ def _value_message(cfg: DictConfig, key: str, value: Any, rule: Rule | None) -> 
     (the node of `key` in `cfg`), range and example from the rule."""
     noun, optional, example = _expected(_select_node(cfg, key))
     text = rule.describe(noun) if rule is not None else noun
-    if optional and not (rule is not None and rule.choices):
+    if optional and not (rule is not None and (rule.choices or rule.noun)):
         text += " or null"
     example = rule.example if rule is not None and rule.example else example
     return f"{key}={_show(value)} must be {text}" + (f" (e.g. {key}={example})" if example else "") + "."

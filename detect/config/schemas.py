@@ -110,9 +110,13 @@ class RuntimeSchema:
     channels_last: bool = MISSING
     cudnn_benchmark: bool = MISSING
     threads: int | None = MISSING
-    workers: int = MISSING
+    compile: Any = False  # false, true or a torch.compile mode: mixed types, checked by config_check
+    fused_optimizer: Any = "auto"  # auto, true or false: mixed types, checked by config_check
+    workers: Any = "auto"  # auto or a number >= 0 (checked when the loaders are built)
+    prefetch_factor: int = 2
     pin_memory: Any = MISSING  # auto, true or false: mixed types, checked by config_check
     persistent_workers: bool = MISSING
+    eval_batch_size: Any = "auto"  # auto or a number >= 1 (checked when the loaders are built)
     group_by_aspect_ratio: bool = MISSING
     eval_interval: int = MISSING
     checkpoint_interval: int = MISSING
@@ -173,6 +177,7 @@ class DataSchema:
     mean: list[float] = MISSING
     std: list[float] = MISSING
     pad_divisor: int = MISSING
+    pad_to: Any = None  # null, a side or [height, width]: checked by set_pad_to (detect/models/parts.py)
     hflip_prob: float = MISSING
     batch_size: int = MISSING
     sampler: SamplerSchema = field(default_factory=SamplerSchema)
@@ -271,6 +276,7 @@ class DetectTestSchema:
     device: str = MISSING
     workers: int = MISSING
     batch_size: int | None = MISSING
+    amp: Any = None  # null (the run's runtime.amp), false, true, fp16 or bf16: checked by config_check
     data: DetectTestDataSchema = field(default_factory=DetectTestDataSchema)
     member: str = MISSING
 

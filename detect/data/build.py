@@ -150,7 +150,8 @@ def image_picker(dataset: CocoDetection, sampler: dict | None, seed: int):
 
 def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: int, seed: int,
                  pin_memory: bool = False, persistent_workers: bool = False, group_by_aspect_ratio: bool = True,
-                 rank: int = 0, world_size: int = 1, sampler: dict | None = None) -> DataLoader:
+                 rank: int = 0, world_size: int = 1, sampler: dict | None = None,
+                 prefetch_factor: int = 2) -> DataLoader:
     """The training loader (seeded shuffled batches, grouped by aspect ratio, this rank's share; call
     `loader.batch_sampler.set_epoch(e)` before each epoch) or the evaluation loader (this rank's
     images in order). See detect/data/samplers.py."""
@@ -165,6 +166,7 @@ def build_loader(dataset: CocoDetection, batch_size: int, train: bool, workers: 
         # Keeping workers across epochs saves their start-up (and the data set's copy) every epoch;
         # augmentation seeds travel with the batches, so this does not change the results.
         persistent_workers=persistent_workers and workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,  # batches loaded ahead by each worker
     )
     if train:
         groups = aspect_ratio_groups(dataset.aspect_ratios()) if group_by_aspect_ratio else None

@@ -6,8 +6,10 @@ Hydra's instantiate with errors that name the config key.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from torch.utils.data import DataLoader
 from detect.data.build import annotation_files, build_dataset, build_loader
 from detect.data.coco import CocoDetection
 from detect.engine import distributed
+from detect.engine.compile import compile_model
 from detect.engine.ema import WeightsEMA
-from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, grad_scaler
+from detect.engine.gpu_settings import amp_dtype, apply_speed_settings, box_regression_in_fp32, grad_scaler
 from detect.engine.reproducibility import seed_everything
 from detect.errors import ConfigError, DetectError
+from detect.models.parts import set_pad_to
 
 log = logging.getLogger("detect")
 
@@ -103,21 +107,27 @@ def build_components(cfg: DictConfig, place: distributed.Dist) -> Components:
     if rt.max_iters_per_epoch:
         iters_per_epoch = min(iters_per_epoch, int(rt.max_iters_per_epoch))
     model = build_model(cfg, len(train_set.classes), device)
+    dtype = amp_dtype(rt.amp, device)
+    if dtype is not None:  # before the EMA copy, so the averaged model decodes its boxes in fp32 too
+        kept = box_regression_in_fp32(model)
+        log.info("runtime.amp=%s: mixed precision, with the box regression layers in fp32 (%s)", rt.amp,
+                 ", ".join(kept) or "none found")
+    ema_cfg = cfg.schedule.get("ema") or {}
+    # The average is a copy of the eager model (made before compiling): evaluation of EMA weights runs eagerly.
+    ema = WeightsEMA(model, ema_cfg.decay, ema_cfg.warmup_iters) if ema_cfg.get("enable") else None
+    if ema is not None:
+        log.info("EMA of the weights (schedule.ema): decay %g, warm-up %d steps; evaluation and checkpoints use the "
+                 "averaged weights", ema.decay, ema.warmup_iters)
+    compile_model(model, rt.get("compile", False), device, getattr(getattr(model, "transform", None), "pad_to", None))
     train_model = model
     if place.enabled:  # gradients averaged over the processes
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=getattr(model, "has_unused_parameters", False))  # RF-DETR's idle ViT layers
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model, device)
     scale_lr(cfg, optimizer, place)
     # The lr schedule counts optimizer steps: one per schedule.accumulate batches (the epoch's last may be short).
     scheduler = build_scheduler(cfg, optimizer, updates_per_epoch(iters_per_epoch, cfg.schedule.get("accumulate", 1)))
-    dtype = amp_dtype(rt.amp, device)
-    ema_cfg = cfg.schedule.get("ema") or {}
-    ema = WeightsEMA(model, ema_cfg.decay, ema_cfg.warmup_iters) if ema_cfg.get("enable") else None
-    if ema is not None:
-        log.info("EMA of the weights (schedule.ema): decay %g, warm-up %d steps; evaluation and checkpoints use the "
-                 "averaged weights", ema.decay, ema.warmup_iters)
     return Components(place=place, device=device, train_set=train_set, val_set=val_set, train_loader=train_loader,
                       val_loader=val_loader, iters_per_epoch=iters_per_epoch, model=model, train_model=train_model,
                       optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(dtype), amp_dtype=dtype, ema=ema)
@@ -142,16 +152,47 @@ def build_data(cfg: DictConfig, place: distributed.Dist, device: torch.device):
     log.info("Data %s: %d training images from %s, %s", cfg.data.name, len(train_set), files["train"],
              f"{len(val_set)} val images from {files['val']}" if val_set else "no val split "
              "(no evaluation, no best checkpoint: set data.val_ann or data.fold)")
-    loader_options = dict(workers=rt.workers, seed=rt.seed, pin_memory=pin,
+    loader_options = dict(workers=loader_workers(rt.get("workers", 2), device, place), seed=rt.seed, pin_memory=pin,
                           persistent_workers=bool(rt.get("persistent_workers", False)),
+                          prefetch_factor=int(rt.get("prefetch_factor", 2)),
                           rank=place.rank, world_size=place.world_size)
     sampler = cfg.data.get("sampler")
     train_loader = build_loader(train_set, cfg.data.batch_size, True,
                                 group_by_aspect_ratio=bool(rt.get("group_by_aspect_ratio", True)),
                                 sampler=OmegaConf.to_container(sampler) if sampler is not None else None,
                                 **loader_options)
-    val_loader = build_loader(val_set, cfg.data.batch_size, False, **loader_options) if val_set else None
+    val_loader = (build_loader(val_set, eval_batch_size(rt.get("eval_batch_size", "auto"), cfg.data.batch_size, device),
+                               False, **loader_options) if val_set else None)
     return train_set, val_set, train_loader, val_loader
+
+
+def loader_workers(value, device: torch.device, place: distributed.Dist) -> int:
+    """runtime.workers: a number, or auto: 2 on a CPU (the cores train), on CUDA the CPU cores this
+    process may use, shared by the processes on this machine, less one for the training process
+    itself, at most 8 (more rarely helps and each worker holds a copy of the data set)."""
+    if value == "auto":
+        if device.type != "cuda":
+            return 2
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+        per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        workers = max(1, min(8, per_process - 1))
+        log.info("runtime.workers=auto: %d loader workers per process (%d CPUs here, %s process(es) on this machine)",
+                 workers, cpus, os.environ.get("LOCAL_WORLD_SIZE", 1))
+        return workers
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"runtime.workers={value} must be auto or a whole number >= 0 (0 loads in the training "
+                          "process).")
+    return value
+
+
+def eval_batch_size(value, batch_size: int, device: torch.device) -> int:
+    """runtime.eval_batch_size: a number, or auto: data.batch_size on a CPU, twice it on CUDA
+    (evaluation keeps no activations for a backward pass, so the larger batch fits)."""
+    if value == "auto":
+        return int(batch_size) * (2 if device.type == "cuda" else 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"runtime.eval_batch_size={value} must be auto or a whole number >= 1.")
+    return value
 
 
 def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
@@ -159,6 +200,9 @@ def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> torc
     model = instantiate("model", cfg.model, num_classes=num_classes, _convert_="all")
     model.to(device)
     model = apply_speed_settings(model, cfg.runtime, device)
+    pad_to = set_pad_to(model, cfg.data.get("pad_to"))
+    if pad_to is not None:
+        log.info("data.pad_to: every batch padded to %dx%d (height x width)", *pad_to)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     parts = [f"{key} {cfg.model[key]._target_.rsplit('.', 1)[-1]}" for key in ("backbone", "neck")
@@ -205,17 +249,46 @@ def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, par
             for (lr_mult, decay_mult), params in ordered]
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
     sch = cfg.schedule
     params = parameter_groups(model, float(sch.lr), float(sch.weight_decay), sch.get("paramwise") or {})
     make_optimizer = instantiate("schedule.optimizer", sch.optimizer)  # a partial: params come next
+    options = fused_step(make_optimizer, cfg.runtime.get("fused_optimizer", "auto"), device or torch.device("cpu"))
     try:
-        return make_optimizer(params)
+        return make_optimizer(params, **options)
     except TypeError as err:
         raise ConfigError(
             f"schedule.optimizer (_target_={sch.optimizer._target_}) does not take its arguments: {err}. "
             "Remove a key it does not take on the command line, e.g. '~schedule.optimizer.momentum'."
         ) from err
+
+
+def fused_step(make_optimizer, setting, device: torch.device) -> dict:
+    """runtime.fused_optimizer -> the optimizer's keyword: {"fused": True} on CUDA when the optimizer
+    has a fused step (SGD, Adam, AdamW: one kernel updates every parameter instead of several per
+    tensor); {} otherwise (torch's default, foreach where it can)."""
+    if setting not in ("auto", True, False):
+        raise ConfigError(f"runtime.fused_optimizer={setting} must be auto, true or false.")
+    if setting is False:
+        return {}
+    cls = getattr(make_optimizer, "func", make_optimizer)
+    name = getattr(cls, "__name__", str(cls))
+    takes_fused = "fused" in inspect.signature(cls).parameters
+    asked_foreach = bool(getattr(make_optimizer, "keywords", {}).get("foreach"))
+    explicit = setting is True
+    if device.type != "cuda":
+        if explicit:
+            log.info("runtime.fused_optimizer=true ignored on %s: %s steps with torch's default implementation "
+                     "(the fused step is for CUDA)", device, name)
+        return {}
+    if not takes_fused or asked_foreach:
+        if explicit:
+            log.info("runtime.fused_optimizer=true ignored: %s", f"{name} has no fused step" if not takes_fused
+                     else "schedule.optimizer.foreach=true asks for the foreach step")
+        return {}
+    log.info("Fused optimizer step (%s, runtime.fused_optimizer=%s)", name, setting)
+    return {"fused": True}
 
 
 def scale_lr(cfg: DictConfig, optimizer: torch.optim.Optimizer, place: distributed.Dist) -> None:

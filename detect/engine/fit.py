@@ -128,6 +128,15 @@ def restore_weights(parts: Components, loaded: dict, model_name: str) -> None:
         log.info("The checkpoint has no EMA weights: the average starts from its weights.")
 
 
+def load_optimizer_state(optimizer, state: dict) -> None:
+    """The checkpoint's optimizer state, stepped with this run's implementation (runtime.fused_optimizer:
+    a run saved on a GPU with the fused step resumes on a CPU, and the other way round)."""
+    implementation = [{k: group[k] for k in ("fused", "foreach") if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, implementation):
+        group.update(kept)
+
+
 def check_runtime(cfg: DictConfig) -> None:
     """Ranges a schema cannot say, checked again here for values a sweeper picks at run time."""
     rt = cfg.runtime
@@ -157,7 +166,7 @@ def restore(cfg: DictConfig, parts: Components, checkpoints: CheckpointManager, 
         return
     loaded = load_checkpoint(source)
     restore_weights(parts, loaded, cfg.model.name)
-    parts.optimizer.load_state_dict(loaded["optimizer"])
+    load_optimizer_state(parts.optimizer, loaded["optimizer"])
     saved_epochs = (loaded.get("config") or {}).get("schedule", {}).get("epochs")
     if saved_epochs is not None and int(saved_epochs) != int(cfg.schedule.epochs):
         before, after = replan_lr_schedule(parts.scheduler, loaded["scheduler"])

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from detect.data.transforms import to_float
+from detect.engine.compile import compile_errors
 from detect.engine.distributed import SINGLE_PROCESS, Dist, gather_lists
 from detect.evaluation.coco_metrics import evaluate_boxes
 
@@ -24,21 +25,24 @@ def move_to(images: list[torch.Tensor], targets: list[dict], device: torch.devic
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
             category_of_label: dict[int, int], image_ids: list[int] | None = None,
-            show: Callable[[Iterable], Iterable] = lambda batches: batches) -> list[dict]:
+            show: Callable[[Iterable], Iterable] = lambda batches: batches,
+            amp_dtype: torch.dtype | None = None) -> list[dict]:
     """Run the detector over `loader`; return COCO results (bbox xywh in original-image pixels).
     `image_ids`, if given, receives the id of every image predicted (also those without boxes).
-    `show` wraps the batches (a progress bar)."""
+    `show` wraps the batches (a progress bar). `amp_dtype`: autocast to it (runtime.amp on CUDA)."""
     model.eval()
     results = []
     for images, targets in show(loader):
         images, _ = move_to(images, [], device, non_blocking=True)
-        outputs = model(images)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), \
+                compile_errors(type(model).__name__):
+            outputs = model(images)
         for target, output in zip(targets, outputs):
             if image_ids is not None:
                 image_ids.append(target["image_id"])
-            boxes = output["boxes"].cpu()
+            boxes = output["boxes"].float().cpu()
             boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
-            for box, score, label in zip(boxes.tolist(), output["scores"].tolist(), output["labels"].tolist()):
+            for box, score, label in zip(boxes.tolist(), output["scores"].float().tolist(), output["labels"].tolist()):
                 results.append({
                     "image_id": target["image_id"],
                     "category_id": category_of_label[int(label)],
@@ -50,14 +54,15 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
              place: Dist = SINGLE_PROCESS,
-             show: Callable[[Iterable], Iterable] = lambda batches: batches) -> tuple[dict, list[dict]] | None:
+             show: Callable[[Iterable], Iterable] = lambda batches: batches,
+             amp_dtype: torch.dtype | None = None) -> tuple[dict, list[dict]] | None:
     """COCO metrics of the model on the loader's data set (see detect.evaluation.coco_metrics), plus
     `images`: how many images were predicted; and the detections scored (COCO results). Under
     torchrun each process predicts its share of the images and rank 0 scores them all; the other
     ranks get None."""
     dataset = loader.dataset
     seen: list[int] = []
-    detections = gather_lists(predict(model, loader, device, dataset.category_of_label, seen, show), place)
+    detections = gather_lists(predict(model, loader, device, dataset.category_of_label, seen, show, amp_dtype), place)
     seen = gather_lists(seen, place)
     if detections is None:
         return None

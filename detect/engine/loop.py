@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from detect.engine import distributed
 from detect.engine.build import Components
+from detect.engine.compile import compile_errors
 from detect.engine.hooks.base import EVENTS, Hook
 from detect.engine.inference import move_to
 from detect.engine.interrupt import StopRequest
@@ -65,6 +67,7 @@ class Trainer:
         # schedule.accumulate: one optimizer step every `accumulate` batches (gradients summed in between).
         self.accumulate = int(cfg.schedule.get("accumulate", 1))
         self.group_counted = 0  # batches of the current accumulation group that contributed a gradient
+        self.data_wait = 0.0  # seconds the last step waited for its batch (the loader); logged as data_time
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> float | None:
@@ -110,7 +113,9 @@ class Trainer:
         batches = iter(loader)
         for step in range(first_step, self.parts.iters_per_epoch):
             try:
+                tic = time.perf_counter()
                 images, targets = next(batches)
+                self.data_wait = time.perf_counter() - tic
                 losses = self.train_step(images, targets, step)
             except RuntimeError as err:
                 if not (self.stop() and "DataLoader worker" in str(err)):
@@ -139,12 +144,16 @@ class Trainer:
             parts.optimizer.zero_grad(set_to_none=True)
             self.group_counted = 0
         images, targets = move_to(images, targets, parts.device, non_blocking=True)
-        with torch.autocast(parts.device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
+        with torch.autocast(parts.device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None), \
+                compile_errors(str(OmegaConf.select(self.cfg, "model.name", default="the model"))):
             loss_dict = parts.train_model(images, targets)
         loss = sum(loss_dict.values())
-        # One host copy of the loss values per step: used for the finite check and for the log.
-        values = {k: v.item() for k, v in loss_dict.items()}
-        values["loss"] = sum(values.values())
+        # One host copy of all loss values per step (one synchronisation with the GPU, not one per
+        # term): used for the exact finite check before the backward pass and for the log.
+        names = list(loss_dict)
+        copied = torch.stack([torch.as_tensor(loss_dict[k]).detach().float().reshape(()) for k in names]).tolist()
+        values = dict(zip(names, copied))
+        values["loss"] = sum(copied)
         # One collective per step: all processes skip, stop or go on together.
         nonfinite, self.state.stop_agreed = distributed.any_rank([not math.isfinite(values["loss"]), self.stop()],
                                                                  parts.place)

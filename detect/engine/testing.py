@@ -84,7 +84,8 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     import torch
 
     from detect.data.build import annotation_files, build_dataset, build_loader
-    from detect.engine.build import instantiate, select_device
+    from detect.engine.build import eval_batch_size, instantiate, select_device
+    from detect.engine.gpu_settings import amp_dtype, box_regression_in_fp32
     from detect.engine.inference import predict
     from detect.engine.tta import predict_tta
     from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
@@ -114,7 +115,15 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     dataset = build_dataset(run_cfg.data, split, train=False, classes=classes, categories=categories,
                             float_output=device.type != "cuda",  # on a GPU: uint8, converted there
                             classes_source=f"the checkpoint {path.name} (its training data)")
-    loader = build_loader(dataset, run_cfg.data.batch_size, False, cfg.workers, 0, device.type == "cuda")
+    # No batch_size given: the run's evaluation batch (runtime.eval_batch_size; auto doubles it on CUDA).
+    batch_size = (int(cfg.batch_size) if cfg.batch_size is not None else
+                  eval_batch_size(run_cfg.get("runtime", {}).get("eval_batch_size", "auto"), run_cfg.data.batch_size,
+                                  device))
+    loader = build_loader(dataset, batch_size, False, cfg.workers, 0, device.type == "cuda")
+    amp = cfg.get("amp") if cfg.get("amp") is not None else run_cfg.get("runtime", {}).get("amp", False)
+    dtype = amp_dtype(amp, device)
+    if dtype is not None:
+        box_regression_in_fp32(model)  # boxes decoded in fp32 (bf16 coordinates move in steps of several pixels)
     torch.set_grad_enabled(False)
     category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]
 
@@ -133,7 +142,7 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
         mode = resolve_mode("auto")
         with terminal_logging_above_bars() if mode == "bar" else contextlib.nullcontext():
             results = predict(model, loader, device, dataset.category_of_label,
-                              show=lambda batches: eval_bar(mode, batches, len(loader), cfg.mode))
+                              show=lambda batches: eval_bar(mode, batches, len(loader), cfg.mode), amp_dtype=dtype)
     files = TestDir(out_dir)
     files.predictions_file.write_text(json.dumps(results) + "\n")  # also for error analysis
 

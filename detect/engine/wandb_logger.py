@@ -156,7 +156,8 @@ class WandbLogger:
         """A training log record (see detect.engine.hooks.metrics): losses, lr, s/iter."""
         if not self.active:
             return
-        values = {f"train/{k}": v for k, v in record.items() if k.startswith("loss") or k in ("lr", "sec_per_iter")}
+        timing = ("lr", "sec_per_iter", "data_time", "gpu_mem_peak_mb")
+        values = {f"train/{k}": v for k, v in record.items() if k.startswith("loss") or k in timing}
         self._guarded("logging training losses",
                       lambda: self.run.log({**values, "epoch": record["epoch"], "iter": record["iter"]}))
 

@@ -114,19 +114,68 @@ def box_head(in_channels: int, roi: dict) -> nn.Module:
 
 
 class DetectorImageTransform(GeneralizedRCNNTransform):
-    """torchvision's transform with one switch: `skip_train_resize` (the data pipeline sized the
-    training images: data/aug=multiscale, lsj, strong) leaves training images at their size; they are
-    still normalized and padded. Evaluation always resizes, so its boxes come back in original pixels.
-    (torchvision has the same switch as a private `_skip_resize` keyword: not ours to rely on.)"""
+    """torchvision's transform with two switches:
+    - `skip_train_resize` (the data pipeline sized the training images: data/aug=multiscale, lsj,
+      strong) leaves training images at their size; they are still normalized and padded. Evaluation
+      always resizes, so its boxes come back in original pixels. (torchvision has the same switch as
+      a private `_skip_resize` keyword: not ours to rely on.)
+    - `pad_to` (height, width) pads every batch to that one shape instead of the batch's largest
+      image rounded up to `size_divisible` (data.pad_to): static shapes for torch.compile and
+      cudnn.benchmark. Images are padded at the bottom and right and their own sizes are kept, so
+      boxes are unchanged."""
 
     def __init__(self, *args, skip_train_resize: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.skip_train_resize = skip_train_resize
+        self.pad_to: tuple[int, int] | None = None
 
     def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
         if self.training and self.skip_train_resize:
             return image, target
         return super().resize(image, target)
+
+    def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
+        if self.pad_to is None or torch.jit.is_tracing():  # an export traces the general path
+            return super().batch_images(images, size_divisible)
+        height, width = self.pad_to
+        tallest, widest = max(img.shape[-2] for img in images), max(img.shape[-1] for img in images)
+        if tallest > height or widest > width:
+            raise ConfigError(
+                f"data.pad_to={list(self.pad_to)} (height, width) is smaller than a resized image of "
+                f"{tallest}x{widest} (height x width): set data.pad_to to at least the resized size "
+                f"(data.max_size={int(self.max_size)} for square pads, or [H, W]), or data.pad_to=null.")
+        batched = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+        for image, slot in zip(images, batched):
+            slot[:, :image.shape[-2], :image.shape[-1]].copy_(image)
+        return batched
+
+
+def parse_pad_to(value, key: str = "data.pad_to") -> tuple[int, int] | None:
+    """data.pad_to: null, one side (a square) or [height, width] -> (height, width) or None."""
+    if value is None:
+        return None
+    sides = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") else [value, value]
+    if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+        raise ConfigError(f"{key}={value} must be null, one size in pixels (e.g. 1024) or [height, width].")
+    return int(sides[0]), int(sides[1])
+
+
+def set_pad_to(model: nn.Module, value, key: str = "data.pad_to") -> tuple[int, int] | None:
+    """Give the model's transform a fixed batch shape (data.pad_to); returns it (None: off)."""
+    pad_to = parse_pad_to(value, key)
+    transform = getattr(model, "transform", None)
+    if pad_to is None:
+        return None
+    if not isinstance(transform, DetectorImageTransform):
+        raise ConfigError(f"{key}={value}: the model {type(model).__name__} has no detect image transform to pad "
+                          f"with; use {key}=null.")
+    divisor = int(transform.size_divisible)
+    if any(side % divisor for side in pad_to):
+        raise ConfigError(f"{key}={value} must be a multiple of the model's size_divisible ({divisor}, "
+                          f"data.pad_divisor): the feature levels' strides need it, e.g. "
+                          f"{[-(-side // divisor) * divisor for side in pad_to]}.")
+    transform.pad_to = pad_to
+    return pad_to
 
 
 def image_transform(min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],

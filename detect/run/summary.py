@@ -66,6 +66,7 @@ class RunSummary:
     nonfinite_skipped: int | None = None  # steps skipped for a NaN/inf loss (runtime.skip_nonfinite)
     weights: str | None = None  # which weights the scores and checkpoints hold: "ema" (schedule.ema) or "raw"
     stopped_early: str | None = None  # why the run ended before its last epoch (runtime.early_stopping)
+    gpu_mem_peak_mb: float | None = None  # the most GPU memory tensors held in any epoch (MiB); null on CPU
     cost: dict[str, Any] | None = None  # params_m, gflops, latency_ms, size, device, threads (detect/engine/cost.py)
     wandb_run_id: str | None = None
     # what detect.report needs to draw PR curves and the confusion matrix without the model

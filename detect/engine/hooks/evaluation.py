@@ -31,7 +31,8 @@ class EvaluationHook(Hook):
         tic = time.perf_counter()
         distributed.sync_buffers(parts.model, parts.place)
         result = evaluate(trainer.eval_model, parts.val_loader, parts.device, parts.place,
-                          show=lambda batches: eval_bar(self.progress_mode, batches, len(parts.val_loader)))
+                          show=lambda batches: eval_bar(self.progress_mode, batches, len(parts.val_loader)),
+                          amp_dtype=parts.amp_dtype)  # runtime.amp: evaluation in mixed precision too
         if result is None:  # not rank 0: its predictions went to rank 0, which scores them and keeps the best
             return
         metrics, detections = result

@@ -4,6 +4,7 @@ done, the best score and checkpoint, the last checkpoint, and how the run ended.
 from __future__ import annotations
 
 from detect.engine.build import data_root
+from detect.engine.gpu_settings import peak_memory_mb
 from detect.engine.hooks.base import Hook
 from detect.run import Status, SummaryFile
 
@@ -25,6 +26,9 @@ class SummaryHook(Hook):
 
     def after_epoch(self, trainer) -> None:
         self.summary.update(epochs_done=trainer.state.epoch)
+        memory = peak_memory_mb(trainer.parts.device)  # this epoch's peak (training and evaluation)
+        if memory is not None and memory > (self.summary.data.gpu_mem_peak_mb or 0):
+            self.summary.update(gpu_mem_peak_mb=memory)
         if trainer.checkpoints.last_written:
             self.summary.update(last_checkpoint=str(trainer.checkpoints.last_path))
         if trainer.state.nonfinite_skipped:
