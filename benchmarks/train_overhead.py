@@ -59,6 +59,7 @@ Writes the detect side's run dirs under outputs/benchmarks/train_overhead/ (chec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import math
@@ -90,7 +91,8 @@ from detect.engine.reproducibility import seed_everything
 from detect.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
-MEDICAL_WASTE = REPO.parent / "shared" / "data" / "medical_waste"
+# $DETECT_MEDICAL_WASTE points elsewhere (a copy carried to a GPU machine, which does not see ../shared).
+MEDICAL_WASTE = Path(os.environ.get("DETECT_MEDICAL_WASTE") or REPO.parent / "shared" / "data" / "medical_waste")
 DEMO = REPO / "data" / "demo"  # data=demo's root (data/demo), absolute: the script runs from any folder
 # Ops where the host waits for (or, on a CPU, would wait for) the device: a value read on the host.
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "cudaStreamSynchronize",
@@ -383,13 +385,20 @@ def main(argv: list[str] | None = None) -> int:
           f"side; mode: {mode}")
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True)
-    # Hydra would send the trainer's log to <run dir>/train.log: one file here, so the console stays readable.
-    handler = logging.FileHandler(out / "train.log")
+    with log_to_file(out / "train.log"):
+        return benchmark(args, data, out, cfg)
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path):
+    """The trainer's log into one file (Hydra would send it to each run dir's train.log), so the
+    console shows only the benchmark's lines."""
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
     try:
-        return benchmark(args, data, out, cfg)
+        yield
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

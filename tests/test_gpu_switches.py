@@ -242,3 +242,25 @@ def test_a_gpu_run_with_every_switch_trains_and_reports_its_memory(tiny_demo_roo
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r["gpu_mem_peak_mb"] > 0 for r in records if r["mode"] == "train")
     assert json.loads((run_dir / "summary.json").read_text())["gpu_mem_peak_mb"] > 0
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_torchrun_with_nccl_trains_and_evaluates_on_every_gpu(tiny_demo_root, tmp_path):
+    """One process per GPU (a one-GPU nccl run included): the run directory is a one-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    for processes in sorted({1, torch.cuda.device_count()}):
+        run_dir = tmp_path / f"ddp_{processes}"
+        env = {**os.environ, "WANDB_MODE": "disabled", "DETECT_MEMBER": "tester"}
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={processes}", "-m", "detect.train",
+                               *tiny_train_args(tiny_demo_root, run_dir, "schedule.epochs=1", "runtime.device=cuda",
+                                                "runtime.max_iters_per_epoch=3", "runtime.amp=bf16")],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["world_size"] == processes
+        assert summary["gpu_mem_peak_mb"] > 0

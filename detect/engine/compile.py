@@ -35,6 +35,10 @@ COMPILED_PARTS = (
 )
 
 
+# The parts whose inputs data.pad_to fixes (all but the batch size).
+STATIC_PARTS = ("backbone", "rpn.head", "head", "detector.model.backbone")
+
+
 def compile_mode(value) -> str | None:
     """runtime.compile -> a torch.compile mode, or None when off."""
     if value in (None, False, "false", "none"):
@@ -68,8 +72,11 @@ def compile_model(model: nn.Module, value, device: torch.device, pad_to: tuple[i
         log.info("runtime.compile=%s uses CUDA graphs, which %s has not: compiling with mode default", mode, device)
         mode = "default"
     for name in names:
-        # Shapes that differ between batches (proposal counts) become dynamic after their first change.
-        _get(model, name).compile(mode=mode)
+        # With data.pad_to the backbone and the dense heads see one image shape: static graphs (one more for
+        # the epoch's short last batch and one for the evaluation batch; torch keeps up to 8 per part).
+        # The box heads' RoI counts, and every shape without pad_to, become dynamic after their first change.
+        static = pad_to is not None and name in STATIC_PARTS
+        _get(model, name).compile(mode=mode, dynamic=False if static else None)
     log.info("runtime.compile: torch.compile (mode %s) of %s; the first training and evaluation steps compile "
              "(minutes), later ones run the compiled code", mode, ", ".join(names))
     if pad_to is None:

@@ -48,6 +48,9 @@ def apply_speed_settings(model: torch.nn.Module, runtime: DictConfig, device: to
         if wanted:
             log.info("runtime.%s ignored on %s", " and runtime.".join(wanted), device)
         return model
+    # Set either way: the flag is process-wide, and a run in the same process (a sweep's next job) that
+    # leaves cudnn_benchmark off must not inherit it from the previous one.
+    torch.backends.cudnn.benchmark = False
     if runtime.get("cudnn_benchmark"):
         if runtime.get("deterministic"):
             log.info("runtime.cudnn_benchmark ignored: runtime.deterministic=true picks fixed kernels")
