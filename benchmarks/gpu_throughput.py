@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     args.loader_workers = args.workers if args.workers is not None else loader_workers("auto", device,
                                                                                         distributed.current())
     torch.set_num_threads(args.threads)
-    out = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(args.out).resolve() / time.strftime("%Y-%m-%d_%H-%M-%S")  # absolute: its jsons are read under data.root
     out.mkdir(parents=True)
     with log_to_file(out / "train.log"):
         return benchmark(args, data, out)
