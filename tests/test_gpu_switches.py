@@ -50,6 +50,18 @@ def test_pad_to_gives_every_batch_one_shape_and_keeps_the_images_and_boxes():
             assert a[:, size[0]:, :].abs().sum() == 0 and a[:, :, size[1]:].abs().sum() == 0
         for t, r in zip(targets, ref_targets):
             assert torch.equal(t["boxes"], r["boxes"])
+    # Evaluation pads as detect.test does (the batch's largest image): training's scores are detect.test's.
+    padded.eval(), plain.eval()
+    assert torch.equal(padded(images)[0].tensors, plain(images)[0].tensors)
+
+
+def test_pad_to_is_refused_for_models_that_resize_to_one_square():
+    from detect.models.hf_detr import SquareImageTransform
+
+    holder = torch.nn.Module()
+    holder.transform = SquareImageTransform(640, 640, [0.0] * 3, [1.0] * 3, size_divisible=32)
+    with pytest.raises(ConfigError, match="resizes every image to one square already"):
+        set_pad_to(holder, 1024)
 
 
 def test_pad_to_detections_stay_inside_the_original_images():
@@ -64,7 +76,8 @@ def test_pad_to_detections_stay_inside_the_original_images():
 
 def test_pad_to_smaller_than_an_image_or_off_the_divisor_is_named():
     model = demo_model("data.pad_to=96")
-    with pytest.raises(ConfigError, match=r"data.pad_to=\[96, 96\] \(height, width\) is smaller than a resized image"):
+    with pytest.raises(ConfigError, match=r"data.pad_to=\[96, 96\] \(height, width\) is smaller than a resized "
+                                          r"training image.*data.pad_to=128 fits"):
         target = {"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([1])}
         model.train()([torch.rand(3, 128, 128)], [target])
     with pytest.raises(ConfigError, match=r"data.pad_to=100 must be a multiple of the model's size_divisible \(32"):
@@ -134,6 +147,21 @@ def test_fused_optimizer_on_cuda_only_and_said_when_it_cannot_apply(caplog):
     assert "runtime.fused_optimizer=true ignored: RMSprop has no fused step" in caplog.text
     with pytest.raises(ConfigError, match="runtime.fused_optimizer=yes must be auto, true or false"):
         fused_step(make, "yes", cuda)
+    # schedule.optimizer.fused set in the config stands
+    assert fused_step(hydra.utils.instantiate(OmegaConf.create({**adamw, "fused": False})), "auto", cuda) == {}
+
+
+def test_a_checkpoint_without_the_fused_step_resumes_with_it():
+    """The fused step needs each step count on its parameter's device, the others on the CPU (a meta
+    parameter stands in for a GPU's: only the placement is checked)."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    plain = torch.optim.AdamW([weight], lr=0.1)
+    weight.grad = torch.ones(3)
+    plain.step()
+    fused = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3, device="meta"))], lr=0.1, fused=True)
+    load_optimizer_state(fused, plain.state_dict())
+    param = fused.param_groups[0]["params"][0]
+    assert fused.param_groups[0]["fused"] and fused.state[param]["step"].device.type == "meta"
 
 
 def test_a_checkpoint_of_a_fused_optimizer_resumes_with_this_machines_step():

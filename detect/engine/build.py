@@ -275,7 +275,10 @@ def fused_step(make_optimizer, setting, device: torch.device) -> dict:
     cls = getattr(make_optimizer, "func", make_optimizer)
     name = getattr(cls, "__name__", str(cls))
     takes_fused = "fused" in inspect.signature(cls).parameters
-    asked_foreach = bool(getattr(make_optimizer, "keywords", {}).get("foreach"))
+    keywords = getattr(make_optimizer, "keywords", {})
+    if "fused" in keywords:  # schedule.optimizer.fused set in the config: that choice stands
+        return {}
+    asked_foreach = bool(keywords.get("foreach"))
     explicit = setting is True
     if device.type != "cuda":
         if explicit:

@@ -79,9 +79,12 @@ def compile_model(model: nn.Module, value, device: torch.device, pad_to: tuple[i
         _get(model, name).compile(mode=mode, dynamic=False if static else None)
     log.info("runtime.compile: torch.compile (mode %s) of %s; the first training and evaluation steps compile "
              "(minutes), later ones run the compiled code", mode, ", ".join(names))
-    if pad_to is None:
+    transform = getattr(model, "transform", None)
+    if pad_to is None and not getattr(transform, "square", False):
+        divisor = int(getattr(transform, "size_divisible", 32))
+        side = -(-int(getattr(transform, "max_size", 1024)) // divisor) * divisor
         log.info("runtime.compile without data.pad_to: each new batch shape compiles the backbone again (a fixed "
-                 "shape, e.g. data.pad_to=%d, compiles once)", int(getattr(model.transform, "max_size", 1024)))
+                 "shape, e.g. data.pad_to=%d, compiles once)", side)
     return names
 
 

@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from detect.engine import distributed
@@ -130,11 +131,19 @@ def restore_weights(parts: Components, loaded: dict, model_name: str) -> None:
 
 def load_optimizer_state(optimizer, state: dict) -> None:
     """The checkpoint's optimizer state, stepped with this run's implementation (runtime.fused_optimizer:
-    a run saved on a GPU with the fused step resumes on a CPU, and the other way round)."""
+    a run saved on a CPU resumes with the fused step on a GPU, and the other way round). The fused step
+    keeps each parameter's step count on the parameter's device, the others on the CPU: torch places them
+    by the saved groups' flags, so this run's flags go into the saved groups before loading."""
     implementation = [{k: group[k] for k in ("fused", "foreach") if k in group} for group in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, kept in zip(optimizer.param_groups, implementation):
-        group.update(kept)
+    saved_groups = [{**saved, **kept} for saved, kept in zip(state["param_groups"], implementation)]
+    optimizer.load_state_dict({**state, "param_groups": saved_groups})
+    for group in optimizer.param_groups:
+        if group.get("fused") or group.get("capturable"):
+            continue
+        for param in group["params"]:  # a fused run's counters, saved on its GPU
+            step = optimizer.state.get(param, {}).get("step")
+            if torch.is_tensor(step) and step.device.type != "cpu":
+                optimizer.state[param]["step"] = step.cpu()
 
 
 def check_runtime(cfg: DictConfig) -> None:

@@ -18,20 +18,20 @@ log = logging.getLogger("detect")
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def amp_dtype(value, device: torch.device) -> torch.dtype | None:
-    """runtime.amp -> the autocast dtype: false/null -> None (fp32), true or fp16 -> float16,
-    bf16 -> bfloat16. None on CPU."""
+def amp_dtype(value, device: torch.device, key: str = "runtime.amp") -> torch.dtype | None:
+    """runtime.amp (or detect.test's `amp`, named by `key`) -> the autocast dtype: false/null -> None
+    (fp32), true or fp16 -> float16, bf16 -> bfloat16. None on CPU."""
     if value in (None, False, "false", "none"):
         return None
     name = "fp16" if value is True else str(value).lower()
     if name not in AMP_DTYPES:
-        raise ConfigError(f"runtime.amp={value} is not a precision: use false, fp16 (or true) or bf16.")
+        raise ConfigError(f"{key}={value} is not a precision: use false, fp16 (or true) or bf16.")
     if device.type != "cuda":
-        log.info("runtime.amp=%s is ignored on %s: training in fp32", value, device)
+        log.info("%s=%s is ignored on %s: fp32", key, value, device)
         return None
     if name == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"runtime.amp=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
-                          "use runtime.amp=fp16.")
+        raise ConfigError(f"{key}=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                          f"use {key}=fp16.")
     return AMP_DTYPES[name]
 
 

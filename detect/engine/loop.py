@@ -151,7 +151,8 @@ class Trainer:
         # One host copy of all loss values per step (one synchronisation with the GPU, not one per
         # term): used for the exact finite check before the backward pass and for the log.
         names = list(loss_dict)
-        copied = torch.stack([torch.as_tensor(loss_dict[k]).detach().float().reshape(()) for k in names]).tolist()
+        copied = torch.stack([torch.as_tensor(loss_dict[k]).detach().float().reshape(()).to(loss.device)
+                              for k in names]).tolist()
         values = dict(zip(names, copied))
         values["loss"] = sum(copied)
         # One collective per step: all processes skip, stop or go on together.
@@ -164,7 +165,8 @@ class Trainer:
             # DDP averages gradients across processes only at the group's last batch.
             scaled = loss / group_size
             sync = contextlib.nullcontext() if last_of_group or not parts.place.enabled else parts.train_model.no_sync()
-            with sync:
+            with sync, compile_errors(str(OmegaConf.select(self.cfg, "model.name", default="the model"))):
+                # (runtime.compile: the backward graph compiles at the first backward pass)
                 (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
             self.group_counted += 1
         if last_of_group and self.group_counted:

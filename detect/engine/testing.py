@@ -120,8 +120,14 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
                   eval_batch_size(run_cfg.get("runtime", {}).get("eval_batch_size", "auto"), run_cfg.data.batch_size,
                                   device))
     loader = build_loader(dataset, batch_size, False, cfg.workers, 0, device.type == "cuda")
-    amp = cfg.get("amp") if cfg.get("amp") is not None else run_cfg.get("runtime", {}).get("amp", False)
-    dtype = amp_dtype(amp, device)
+    if cfg.get("amp") is not None:
+        dtype = amp_dtype(cfg.amp, device, key="amp")
+    else:  # the run's runtime.amp; a precision this GPU lacks (bf16 on a V100) falls back to fp32
+        try:
+            dtype = amp_dtype(run_cfg.get("runtime", {}).get("amp", False), device, key="the run's runtime.amp")
+        except ConfigError as err:
+            log.info("%s Testing in fp32 (amp=fp16 asks for fp16).", err)
+            dtype = None
     if dtype is not None:
         box_regression_in_fp32(model)  # boxes decoded in fp32 (bf16 coordinates move in steps of several pixels)
     torch.set_grad_enabled(False)

@@ -93,6 +93,8 @@ class SquareImageTransform(DetectorImageTransform):
     aspect ratio kept, no padding); detections are stretched back to the original pixels by
     `postprocess` per axis. TTA's scales set `min_size` as for the other detectors."""
 
+    square = True
+
     def resize(self, image: Tensor, target: dict | None = None) -> tuple[Tensor, dict | None]:
         if self.training and self.skip_train_resize:
             return image, target

@@ -119,10 +119,13 @@ class DetectorImageTransform(GeneralizedRCNNTransform):
       strong) leaves training images at their size; they are still normalized and padded. Evaluation
       always resizes, so its boxes come back in original pixels. (torchvision has the same switch as
       a private `_skip_resize` keyword: not ours to rely on.)
-    - `pad_to` (height, width) pads every batch to that one shape instead of the batch's largest
-      image rounded up to `size_divisible` (data.pad_to): static shapes for torch.compile and
+    - `pad_to` (height, width) pads every training batch to that one shape instead of the batch's
+      largest image rounded up to `size_divisible` (data.pad_to): static shapes for torch.compile and
       cudnn.benchmark. Images are padded at the bottom and right and their own sizes are kept, so
-      boxes are unchanged."""
+      boxes are unchanged. Evaluation pads as detect.test does (to the batch's largest image), so the
+      scores logged in training are the ones detect.test gives the checkpoint."""
+
+    square = False  # every image resized to one square (SquareImageTransform): a fixed shape already
 
     def __init__(self, *args, skip_train_resize: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -135,15 +138,17 @@ class DetectorImageTransform(GeneralizedRCNNTransform):
         return super().resize(image, target)
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
-        if self.pad_to is None or torch.jit.is_tracing():  # an export traces the general path
+        if self.pad_to is None or not self.training or torch.jit.is_tracing():  # an export traces the general path
             return super().batch_images(images, size_divisible)
         height, width = self.pad_to
         tallest, widest = max(img.shape[-2] for img in images), max(img.shape[-1] for img in images)
         if tallest > height or widest > width:
+            square = -(-int(self.max_size) // size_divisible) * size_divisible
             raise ConfigError(
-                f"data.pad_to={list(self.pad_to)} (height, width) is smaller than a resized image of "
+                f"data.pad_to={list(self.pad_to)} (height, width) is smaller than a resized training image of "
                 f"{tallest}x{widest} (height x width): set data.pad_to to at least the resized size "
-                f"(data.max_size={int(self.max_size)} for square pads, or [H, W]), or data.pad_to=null.")
+                f"(data.pad_to={square} fits any image under data.max_size={int(self.max_size)}), or "
+                "data.pad_to=null.")
         batched = images[0].new_zeros((len(images), images[0].shape[0], height, width))
         for image, slot in zip(images, batched):
             slot[:, :image.shape[-2], :image.shape[-1]].copy_(image)
@@ -169,6 +174,9 @@ def set_pad_to(model: nn.Module, value, key: str = "data.pad_to") -> tuple[int, 
     if not isinstance(transform, DetectorImageTransform):
         raise ConfigError(f"{key}={value}: the model {type(model).__name__} has no detect image transform to pad "
                           f"with; use {key}=null.")
+    if transform.square:
+        raise ConfigError(f"{key}={value}: {type(model).__name__} resizes every image to one square already "
+                          f"(model.min_size): its batches have one shape without padding; use {key}=null.")
     divisor = int(transform.size_divisible)
     if any(side % divisor for side in pad_to):
         raise ConfigError(f"{key}={value} must be a multiple of the model's size_divisible ({divisor}, "
