@@ -1,6 +1,6 @@
 """runtime.compile: torch.compile of the parts of a detector whose input shapes stay fixed.
 
-The backbone + neck sees one batch shape when data.pad_to fixes it, so it compiles once; the RPN
+The backbone + neck sees one training batch shape when data.pad_to fixes it, so it compiles once; the RPN
 head and the box heads see fixed shapes in training (a fixed number of sampled RoIs per image) and
 compile with dynamic shapes where the number of proposals varies (evaluation). The parts in between
 (anchor matching, NMS, sampling: data-dependent shapes) stay eager. Modules are compiled in place
@@ -72,8 +72,9 @@ def compile_model(model: nn.Module, value, device: torch.device, pad_to: tuple[i
         log.info("runtime.compile=%s uses CUDA graphs, which %s has not: compiling with mode default", mode, device)
         mode = "default"
     for name in names:
-        # With data.pad_to the backbone and the dense heads see one image shape: static graphs (one more for
-        # the epoch's short last batch and one for the evaluation batch; torch keeps up to 8 per part).
+        # With data.pad_to the backbone and the dense heads see one training shape: static graphs (one more
+        # for the epoch's short last batch; evaluation, unpadded as in detect.test, adds one per batch shape:
+        # one for 1024x1024 data; torch keeps up to 8 per part, then runs new shapes eagerly).
         # The box heads' RoI counts, and every shape without pad_to, become dynamic after their first change.
         static = pad_to is not None and name in STATIC_PARTS
         _get(model, name).compile(mode=mode, dynamic=False if static else None)
