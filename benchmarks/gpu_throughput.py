@@ -117,7 +117,7 @@ from detect.engine.build import build_model, loader_workers
 from detect.engine.compile import compile_errors, compile_model
 from detect.engine.cost import flops_per_image
 from detect.engine.fit import prepare
-from detect.engine.gpu_settings import amp_dtype, box_regression_in_fp32
+from detect.engine.gpu_settings import amp_dtype, box_regression_in_fp32, peak_memory_mb
 from detect.engine.hooks.base import Hook
 from detect.engine.hooks.checkpoints import CheckpointHook
 from detect.engine.inference import move_to
@@ -302,10 +302,6 @@ def cleanup(device: torch.device) -> None:
         print(f"cleanup after the job failed: {first_line(err)}", flush=True)
 
 
-def peak_mb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -413,7 +409,7 @@ def run_detect(args: argparse.Namespace, data: str, model: str, overrides: list[
     window = np.diff(stop.stamps[warmup:warmup + args.iters + 1])
     # Interval k of the window runs from step warmup + k's stamp to the next step's: it holds that step's wait.
     wait = float(sum(waits.waits[warmup + 1:warmup + args.iters + 1]))
-    peak = peak_mb(device)
+    peak = peak_memory_mb(device)
     del trainer
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return {**rates(window, batch), "data_share": wait / float(window.sum()), "peak_mem_mb": peak,
@@ -425,7 +421,7 @@ def run_plain_side(args: argparse.Namespace, data: str, model: str, overrides: l
     device = torch.device(args.device)
     result = run_plain(run_args(args, model, batch, args.warmup, args.iters, overrides), data)
     return {"img_s": result["img_s"], "img_s_median_step": result["img_s_median_step"], "load": result["load"],
-            "peak_mem_mb": peak_mb(device)}
+            "peak_mem_mb": peak_memory_mb(device)}
 
 
 def run_inference(args: argparse.Namespace, data: str, model: str, overrides: list[str], batch: int, warmup: int,
@@ -438,7 +434,7 @@ def run_inference(args: argparse.Namespace, data: str, model: str, overrides: li
     dtype = amp_dtype(cfg.runtime.get("amp"), device)
     if dtype is not None:
         box_regression_in_fp32(net)
-    compile_model(net, cfg.runtime.get("compile", False), device, getattr(net.transform, "pad_to", None))
+    compile_model(net, cfg.runtime.get("compile", False), device)
     net.eval()
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, args.size, args.size, generator=generator).to(device) for _ in range(batch)]
@@ -452,7 +448,7 @@ def run_inference(args: argparse.Namespace, data: str, model: str, overrides: li
             sync(device)
             times.append(time.perf_counter() - tic)
     window = np.array(times[warmup:])
-    peak = peak_mb(device)
+    peak = peak_memory_mb(device)
     del net, images
     return {**rates(window, batch), "peak_mem_mb": peak}
 

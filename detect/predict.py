@@ -109,8 +109,9 @@ def predict_command(argv: list[str]) -> int:
     colors = class_colors(len(classes))
     tta = None
     if options["tta"]:
-        base, step = int(run_cfg.model.min_size), int(run_cfg.model.get("size_divisible", 32))
-        tta = {"scales": options["tta_scales"] or [round(base * f / step) * step for f in (0.8, 1.0, 1.2)],
+        from detect.engine.tta import default_tta_scales
+
+        tta = {"scales": options["tta_scales"] or default_tta_scales(run_cfg.model),
                "flip": options["tta_flip"], "merge": options["tta_merge"], "iou_thr": options["tta_iou_thr"],
                "max_detections": options["max_detections"], "score_thr": options["score_threshold"],
                "num_classes": len(classes)}

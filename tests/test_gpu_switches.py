@@ -91,16 +91,16 @@ def test_compile_marks_backbone_and_heads_and_keeps_parameter_names(caplog):
     model = demo_model()
     names_before = list(model.state_dict())
     with caplog.at_level(logging.INFO, logger="detect"):
-        compiled = compile_model(model, True, CPU, None)
+        compiled = compile_model(model, True, CPU)
     assert compiled == ["backbone", "rpn.head", "roi_heads.box_head"]
     assert list(model.state_dict()) == names_before  # checkpoints, EMA and load_from see the same keys
     assert "torch.compile (mode default) of backbone, rpn.head, roi_heads.box_head" in caplog.text
     assert "without data.pad_to: each new batch shape compiles the backbone again" in caplog.text
     cascade = demo_model("model=cascade_rcnn_r18_demo")
     assert compiled_part_names(cascade)[-3:] == [f"roi_heads.stages.{i}.head" for i in range(3)]
-    assert compile_model(demo_model(), False, CPU, None) == []
+    assert compile_model(demo_model(), False, CPU) == []
     with pytest.raises(ConfigError, match="runtime.compile=fast is not a setting"):
-        compile_model(model, "fast", CPU, None)
+        compile_model(model, "fast", CPU)
 
 
 def test_a_compiler_failure_is_one_message_that_names_runtime_compile():

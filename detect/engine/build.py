@@ -118,7 +118,7 @@ def build_components(cfg: DictConfig, place: distributed.Dist) -> Components:
     if ema is not None:
         log.info("EMA of the weights (schedule.ema): decay %g, warm-up %d steps; evaluation and checkpoints use the "
                  "averaged weights", ema.decay, ema.warmup_iters)
-    compile_model(model, rt.get("compile", False), device, getattr(getattr(model, "transform", None), "pad_to", None))
+    compile_model(model, rt.get("compile", False), device)
     train_model = model
     if place.enabled:  # gradients averaged over the processes
         train_model = torch.nn.parallel.DistributedDataParallel(

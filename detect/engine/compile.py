@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from detect.errors import ConfigError
+from detect.models.parts import round_up
 
 log = logging.getLogger("detect")
 
@@ -33,7 +34,6 @@ COMPILED_PARTS = (
     "head",  # RetinaNet / FCOS: the dense heads over every level
     "detector.model.backbone",  # transformers DETRs: the convolutional / ViT backbone
 )
-
 
 # The parts whose inputs data.pad_to fixes (all but the batch size).
 STATIC_PARTS = ("backbone", "rpn.head", "head", "detector.model.backbone")
@@ -59,8 +59,9 @@ def compiled_part_names(model: nn.Module) -> list[str]:
     return names
 
 
-def compile_model(model: nn.Module, value, device: torch.device, pad_to: tuple[int, int] | None) -> list[str]:
-    """Compile the model's parts in place as runtime.compile says; returns their names ([] when off)."""
+def compile_model(model: nn.Module, value, device: torch.device) -> list[str]:
+    """Compile the model's parts in place as runtime.compile says; returns their names ([] when off).
+    data.pad_to is read from the model's transform (detect.models.parts.set_pad_to put it there)."""
     mode = compile_mode(value)
     if mode is None:
         return []
@@ -71,6 +72,8 @@ def compile_model(model: nn.Module, value, device: torch.device, pad_to: tuple[i
     if mode in ("reduce-overhead", "max-autotune") and device.type != "cuda":
         log.info("runtime.compile=%s uses CUDA graphs, which %s has not: compiling with mode default", mode, device)
         mode = "default"
+    transform = getattr(model, "transform", None)
+    pad_to = getattr(transform, "pad_to", None)
     for name in names:
         # With data.pad_to the backbone and the dense heads see one training shape: static graphs (one more
         # for the epoch's short last batch; evaluation, unpadded as in detect.test, adds one per batch shape:
@@ -80,10 +83,9 @@ def compile_model(model: nn.Module, value, device: torch.device, pad_to: tuple[i
         _get(model, name).compile(mode=mode, dynamic=False if static else None)
     log.info("runtime.compile: torch.compile (mode %s) of %s; the first training and evaluation steps compile "
              "(minutes), later ones run the compiled code", mode, ", ".join(names))
-    transform = getattr(model, "transform", None)
     if pad_to is None and not getattr(transform, "square", False):
         divisor = int(getattr(transform, "size_divisible", 32))
-        side = -(-int(getattr(transform, "max_size", 1024)) // divisor) * divisor
+        side = round_up(int(getattr(transform, "max_size", 1024)), divisor)
         log.info("runtime.compile without data.pad_to: each new batch shape compiles the backbone again (a fixed "
                  "shape, e.g. data.pad_to=%d, compiles once)", side)
     return names
@@ -105,9 +107,7 @@ def compile_errors(model_name: str):
 
 
 def _get(model: nn.Module, dotted: str) -> nn.Module | None:
-    module = model
-    for part in dotted.split("."):
-        module = getattr(module, part, None)
-        if not isinstance(module, nn.Module):
-            return None
-    return module
+    try:
+        return model.get_submodule(dotted)
+    except AttributeError:  # the model has no such part
+        return None

@@ -68,6 +68,7 @@ class Trainer:
         self.accumulate = int(cfg.schedule.get("accumulate", 1))
         self.group_counted = 0  # batches of the current accumulation group that contributed a gradient
         self.data_wait = 0.0  # seconds the last step waited for its batch (the loader); logged as data_time
+        self.model_name = str(OmegaConf.select(cfg, "model.name", default="the model"))  # in compiler messages
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> float | None:
@@ -145,7 +146,7 @@ class Trainer:
             self.group_counted = 0
         images, targets = move_to(images, targets, parts.device, non_blocking=True)
         with torch.autocast(parts.device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None), \
-                compile_errors(str(OmegaConf.select(self.cfg, "model.name", default="the model"))):
+                compile_errors(self.model_name):
             loss_dict = parts.train_model(images, targets)
         loss = sum(loss_dict.values())
         # One host copy of all loss values per step (one synchronisation with the GPU, not one per
@@ -165,7 +166,7 @@ class Trainer:
             # DDP averages gradients across processes only at the group's last batch.
             scaled = loss / group_size
             sync = contextlib.nullcontext() if last_of_group or not parts.place.enabled else parts.train_model.no_sync()
-            with sync, compile_errors(str(OmegaConf.select(self.cfg, "model.name", default="the model"))):
+            with sync, compile_errors(self.model_name):
                 # (runtime.compile: the backward graph compiles at the first backward pass)
                 (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
             self.group_counted += 1

@@ -36,11 +36,10 @@ def check_test_options(cfg: DictConfig) -> None:
         raise ConfigError(f"tta_iou_thr={cfg.tta_iou_thr} must be a number in (0, 1].")
 
 
-def run_config(state: dict, cfg: DictConfig) -> DictConfig:
-    """The checkpoint's config with this test's changes: data keys, batch size, score threshold and
-    detections per image (two-stage models keep them under model.roi, one-stage under model.head, the
-    transformers DETRs at model.score_thresh)."""
-    run_cfg = OmegaConf.create(state["config"])
+def apply_test_options(run_cfg: DictConfig, cfg: DictConfig) -> None:
+    """This test's changes to the checkpoint's config, in place: data keys, batch size, score threshold
+    and detections per image (two-stage models keep them under model.roi, one-stage under model.head,
+    the transformers DETRs at model.score_thresh)."""
     for key, value in cfg.data.items():
         if value is not None:
             run_cfg.data[key] = value
@@ -58,7 +57,6 @@ def run_config(state: dict, cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"model {run_cfg.model.name} has no roi/head score_thresh key: score_threshold cannot apply.")
     test_head.score_thresh = float(cfg.score_threshold)
     test_head.detections_per_img = int(cfg.max_detections)
-    return run_cfg
 
 
 def load_trained_model(run: str | None, checkpoint: str, adjust=None):
@@ -84,23 +82,19 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     import torch
 
     from detect.data.build import annotation_files, build_dataset, build_loader
-    from detect.engine.build import eval_batch_size, instantiate, select_device
+    from detect.engine.build import eval_batch_size, select_device
     from detect.engine.gpu_settings import amp_dtype, box_regression_in_fp32
     from detect.engine.inference import predict
-    from detect.engine.tta import predict_tta
+    from detect.engine.tta import default_tta_scales, predict_tta
     from detect.evaluation.coco_metrics import SUMMARY_KEYS, evaluate_boxes, format_classwise_table
     from detect.evaluation.submission import submission_rows, write_submission
     from detect.run import TestDir
-    from detect.run.checkpoints import find_checkpoint, load_checkpoint
 
     check_test_options(cfg)
-    path = find_checkpoint(cfg.run, cfg.checkpoint)
-    state = load_checkpoint(path)
-    run_cfg = run_config(state, cfg)
+    model, run_cfg, state, path = load_trained_model(cfg.run, cfg.checkpoint,
+                                                     adjust=lambda run_cfg: apply_test_options(run_cfg, cfg))
     classes = list(state["classes"])
     device = select_device(cfg.device, key="device")
-    model = instantiate("model", run_cfg.model, num_classes=len(classes), _convert_="all")
-    model.load_state_dict(state["model"])
     model.to(device)
     log.info("Checkpoint %s: model %s after epoch %s, %d classes", path, run_cfg.model.name, state.get("epoch"),
              len(classes))
@@ -134,9 +128,7 @@ def run_test(cfg: DictConfig, out_dir: Path) -> dict:
     category_ids = [dataset.category_of_label[label] for label in range(1, len(classes) + 1)]
 
     if cfg.tta:
-        # The model's own input size: data.min_size for the torchvision models, their square for RT-DETR & co.
-        base, step = int(run_cfg.model.min_size), int(run_cfg.model.get("size_divisible", 32))
-        scales = list(cfg.tta_scales) if cfg.tta_scales else [round(base * f / step) * step for f in (0.8, 1.0, 1.2)]
+        scales = list(cfg.tta_scales) if cfg.tta_scales else default_tta_scales(run_cfg.model)
         log.info("TTA: scales %s%s, merged by %s at IoU %s", scales, " with flips" if cfg.tta_flip else "",
                  cfg.tta_merge, cfg.tta_iou_thr)
         results = predict_tta(model, loader, device, dataset.category_of_label, scales, cfg.tta_flip, cfg.tta_merge,

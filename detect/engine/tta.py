@@ -16,6 +16,13 @@ from detect.engine.inference import move_to
 from detect.evaluation.fusion import Detections, coco_results, fuse
 
 
+def default_tta_scales(model_cfg) -> list[int]:
+    """0.8x, 1x and 1.2x the model's own input size (data.min_size for the torchvision models, the
+    square side for RT-DETR & co.), rounded to its size_divisible."""
+    base, step = int(model_cfg.min_size), int(model_cfg.get("size_divisible", 32))
+    return [round(base * f / step) * step for f in (0.8, 1.0, 1.2)]
+
+
 def views(scales: list[int], flip: bool) -> list[tuple[int, bool]]:
     return [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
 

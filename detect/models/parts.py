@@ -143,7 +143,7 @@ class DetectorImageTransform(GeneralizedRCNNTransform):
         height, width = self.pad_to
         tallest, widest = max(img.shape[-2] for img in images), max(img.shape[-1] for img in images)
         if tallest > height or widest > width:
-            square = -(-int(self.max_size) // size_divisible) * size_divisible
+            square = round_up(int(self.max_size), size_divisible)
             raise ConfigError(
                 f"data.pad_to={list(self.pad_to)} (height, width) is smaller than a resized training image of "
                 f"{tallest}x{widest} (height x width): set data.pad_to to at least the resized size "
@@ -155,22 +155,27 @@ class DetectorImageTransform(GeneralizedRCNNTransform):
         return batched
 
 
-def parse_pad_to(value, key: str = "data.pad_to") -> tuple[int, int] | None:
+def round_up(side: int, divisor: int) -> int:
+    """The smallest multiple of `divisor` that is >= `side`."""
+    return -(-side // divisor) * divisor
+
+
+def parse_pad_to(value) -> tuple[int, int] | None:
     """data.pad_to: null, one side (a square) or [height, width] -> (height, width) or None."""
     if value is None:
         return None
-    sides = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") else [value, value]
+    sides = list(value) if hasattr(value, "__len__") else [value, value]  # a list (ListConfig) or one number
     if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
-        raise ConfigError(f"{key}={value} must be null, one size in pixels (e.g. 1024) or [height, width].")
+        raise ConfigError(f"data.pad_to={value} must be null, one size in pixels (e.g. 1024) or [height, width].")
     return int(sides[0]), int(sides[1])
 
 
-def set_pad_to(model: nn.Module, value, key: str = "data.pad_to") -> tuple[int, int] | None:
+def set_pad_to(model: nn.Module, value) -> tuple[int, int] | None:
     """Give the model's transform a fixed batch shape (data.pad_to); returns it (None: off)."""
-    pad_to = parse_pad_to(value, key)
-    transform = getattr(model, "transform", None)
+    pad_to = parse_pad_to(value)
     if pad_to is None:
         return None
+    key, transform = "data.pad_to", getattr(model, "transform", None)
     if not isinstance(transform, DetectorImageTransform):
         raise ConfigError(f"{key}={value}: the model {type(model).__name__} has no detect image transform to pad "
                           f"with; use {key}=null.")
@@ -181,7 +186,7 @@ def set_pad_to(model: nn.Module, value, key: str = "data.pad_to") -> tuple[int, 
     if any(side % divisor for side in pad_to):
         raise ConfigError(f"{key}={value} must be a multiple of the model's size_divisible ({divisor}, "
                           f"data.pad_divisor): the feature levels' strides need it, e.g. "
-                          f"{[-(-side // divisor) * divisor for side in pad_to]}.")
+                          f"{[round_up(side, divisor) for side in pad_to]}.")
     transform.pad_to = pad_to
     return pad_to
 
